@@ -1,0 +1,23 @@
+"""Exceptions that petuum_mpi raises for bad input.
+
+Every error a user can cause (a bad job file, a malformed shard, NaN in data, a
+misused table) is a :class:`PetuumError` subclass with a message that names the
+problem. The command line prints such errors as one line, without a traceback,
+and aborts every rank (see :mod:`petuum_mpi.runtime`).
+"""
+
+
+class PetuumError(Exception):
+    """Base class of all errors caused by the user's input or usage."""
+
+
+class ConfigError(PetuumError):
+    """A job file or an estimator parameter is invalid (unknown key, wrong type, bad value)."""
+
+
+class DataError(PetuumError):
+    """A dataset is missing, corrupt, inconsistent, or holds invalid values."""
+
+
+class UsageError(PetuumError):
+    """An API is used wrongly (unknown table, wrong shape, call after shutdown...)."""
