@@ -1,0 +1,55 @@
+"""Test harness rules.
+
+* Multi-rank tests carry ``@pytest.mark.mpi`` and run under
+  ``mpiexec -n N python -m pytest --with-mpi -m mpi`` (pytest-mpi) at N = 1, 2, 4.
+* A test that fails on one rank while the others wait in a collective would hang
+  the run: the hook below prints the failure with its rank and aborts the whole
+  communicator at once, so the run fails fast instead.
+* Every test has a timeout (pyproject: ``timeout``); in a multi-rank run a timeout
+  also aborts all ranks.
+"""
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _world():
+    try:
+        from mpi4py import MPI
+    except ImportError:  # pragma: no cover
+        return None
+    return MPI.COMM_WORLD
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed or not item.config.getoption("with_mpi", False):
+        return
+    world = _world()
+    if world is None or world.size == 1:
+        return
+    sys.stderr.write(
+        f"\n=== FAILED on rank {world.rank} of {world.size}: {item.nodeid} ({report.when}) ===\n"
+        f"{report.longreprtext}\n=== aborting all ranks ===\n"
+    )
+    sys.stderr.flush()
+    world.Abort(1)
+
+
+@pytest.fixture
+def comm():
+    """COMM_WORLD (the communicator of the mpiexec run, size 1 in serial runs)."""
+    return _world()
+
+
+@pytest.fixture
+def shared_tmp(comm, tmp_path):
+    """A temporary folder that is the same on every rank (rank 0's tmp_path)."""
+    path = comm.bcast(str(tmp_path) if comm.rank == 0 else None, root=0)
+    return path
