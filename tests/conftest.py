@@ -25,6 +25,18 @@ def _world():
     return MPI.COMM_WORLD
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    # Under mpiexec only rank 0 reports; failures on other ranks are printed by
+    # the hook below before it aborts the run.
+    if config.getoption("with_mpi", False):
+        world = _world()
+        if world is not None and world.rank != 0:
+            reporter = config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                config.pluginmanager.unregister(reporter)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

@@ -1,0 +1,66 @@
+"""An exception on one rank brings the whole job down fast; errors are printed once."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MPIEXEC = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+
+
+def run_mpi(n, code, timeout=60):
+    t0 = time.perf_counter()
+    p = subprocess.run(
+        [MPIEXEC, "-n", str(n), sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return p, time.perf_counter() - t0
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_exception_on_one_rank_aborts_all(n):
+    code = """
+        from petuum_mpi.runtime import install_abort_handler
+        from mpi4py import MPI
+        install_abort_handler()
+        c = MPI.COMM_WORLD
+        if c.rank == c.size - 1:
+            raise RuntimeError("boom on the last rank")
+        c.Barrier()   # the others would wait here forever
+    """
+    p, dt = run_mpi(n, code)
+    assert p.returncode != 0
+    assert dt < 20
+    assert p.stderr.count("boom on the last rank") == 1
+    assert f"rank {n - 1} of {n}" in p.stderr
+
+
+def test_user_error_is_one_line_without_traceback():
+    code = """
+        from petuum_mpi.runtime import install_abort_handler
+        from petuum_mpi.errors import DataError
+        from mpi4py import MPI
+        install_abort_handler()
+        if MPI.COMM_WORLD.rank == 1:
+            raise DataError("shard-00001.h5: checksum mismatch")
+        MPI.COMM_WORLD.Barrier()
+    """
+    p, dt = run_mpi(2, code)
+    assert p.returncode != 0
+    assert "petuum-mpi: error (rank 1 of 2): shard-00001.h5: checksum mismatch" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_numba_cache_dir_is_node_local():
+    code = "import petuum_mpi, os; print(os.environ['NUMBA_CACHE_DIR'])"
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    import socket
+
+    assert socket.gethostname() in out.strip()
