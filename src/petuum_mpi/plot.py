@@ -1,7 +1,7 @@
 """Convergence plots of a finished run (``petuum-mpi plot RUN_DIR``).
 
 Reads ``metrics.jsonl`` and writes ``plots/convergence.png``: one panel per
-numeric metric against the iteration, plus the objective against wall time.
+numeric metric against the iteration, plus the suboptimality (objective minus the best value seen) against wall time.
 Metrics that span several decades (duality gap, suboptimality) get a log axis.
 Rows may carry a ``series`` key (e.g. one per scheduler or per alpha of a
 path): each series is drawn as its own line.
@@ -55,14 +55,17 @@ def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows), squeeze=False)
     flat = axes.ravel()
     panels = [(k, xkey) for k in keys] + ([(obj, time_key)] if (obj and time_key) else [])
-    for ax, (k, xk) in zip(flat, panels):
+    for p, (ax, (k, xk)) in enumerate(zip(flat, panels)):
         allv = []
+        # the last panel (objective vs time) shows the suboptimality, objective - best seen
+        sub = obj is not None and time_key is not None and p == len(panels) - 1
+        best = min((r[k] for r in rows if _numeric(r.get(k))), default=0.0) if sub else 0.0
         for name, items in series.items():
             xs, ys = [], []
             for i, r in items:
-                if _numeric(r.get(k)):
+                if _numeric(r.get(k)) and (not sub or r[k] - best > 0):
                     xs.append(r[xk] if xk and _numeric(r.get(xk)) else i)
-                    ys.append(r[k])
+                    ys.append(r[k] - best)
             if xs:
                 ax.plot(xs, ys, marker="." if len(xs) < 60 else None, label=name or None)
                 allv += ys
@@ -70,7 +73,7 @@ def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
         if allv and len(pos) == len(allv) and max(pos) / min(pos) > 100:
             ax.set_yscale("log")
         ax.set_xlabel({"wall": "wall time (s)", "time": "time (s)"}.get(xk, xk or "row"))
-        ax.set_title(k)
+        ax.set_title(f"{k} - best" if sub else k)
         ax.grid(alpha=0.3)
         if len(series) > 1:
             ax.legend(fontsize=7)
