@@ -1,0 +1,418 @@
+"""Numba kernels for LDA by collapsed Gibbs sampling (parameter-server style).
+
+Tables. A worker holds its documents as a CSR corpus (``doc_ptr`` int64 (D+1),
+``words`` int32 (N)), their topic assignments ``z`` (int32 (N)) and the
+document-topic counts ``n_dk`` (D x K) locally. The word-topic counts ``n_wk``
+(V x K) and topic totals ``n_k`` (K) are parameter-server tables: kernels update
+the worker's local copies in place (read-my-writes) and add every +-1 change to
+the delta tables ``d_wk`` / ``d_k`` which the caller ships to the server (inc)
+and zeroes. Counts may be int32 or int64.
+
+Sampler. :func:`sweep_mh` is a Metropolis-Hastings sampler in the style of
+LightLDA / WarpLDA whose cost per token is O(mh_steps), independent of K. For
+token i (document d, word w, current topic s) it targets the collapsed full
+conditional ``p(k) ~ (n_dk + alpha)(n_wk + beta)/(n_k + V beta)`` (all counts
+without token i) and alternates two proposals, each drawn in O(1):
+
+* doc proposal  ``q(k) ~ n_dk^-i + alpha``: the topic of a uniformly chosen
+  *other* token of the document, or with prob. ``K alpha / (L_d - 1 + K alpha)``
+  a uniform topic;
+* word proposal ``q(k) ~ m_wk^-i + beta``: the topic of a uniformly chosen other
+  local occurrence of word w (inverted index from :func:`build_word_index`),
+  or a uniform topic; ``m_wk`` are the worker's *local* word-topic counts.
+
+Both proposals depend only on the other tokens' assignments, never on the
+token's own state, so each MH step satisfies detailed balance w.r.t. the exact
+conditional (Metropolis-within-Gibbs is exact, not approximate). With stale
+``n_wk``/``n_k`` copies the sampler targets the conditional of the local copy, as
+every parameter-server LDA does. :func:`sweep_plain` is the O(K) reference
+sampler.
+
+Likelihood (Griffiths & Steyvers 2004)::
+
+    log p(w, z) = K [lgG(V b) - V lgG(b)] + sum_k [sum_w lgG(n_wk + b) - lgG(n_k + V b)]
+                + D [lgG(K a) - K lgG(a)] + sum_d [sum_k lgG(n_dk + a) - lgG(L_d + K a)]
+
+split into row-, topic- and document-parts so each can be summed where its
+table lives. Held-out perplexity uses document completion (see
+:func:`doc_completion_loglik`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+
+_M1 = np.uint64(0x9E3779B97F4A7C15)
+_M2 = np.uint64(0xBF58476D1CE4E5B9)
+_M3 = np.uint64(0x94D049BB133111EB)
+_M4 = np.uint64(0x2545F4914F6CDD1D)
+_S12 = np.uint64(12)
+_S25 = np.uint64(25)
+_S27 = np.uint64(27)
+_S11 = np.uint64(11)
+_S30 = np.uint64(30)
+_S31 = np.uint64(31)
+_S27b = np.uint64(27)
+_INV53 = 1.0 / 9007199254740992.0
+
+
+@njit(cache=True, inline="always")
+def _rng_init(seed_):
+    # splitmix64 of the seed; never zero
+    x = np.uint64(seed_) + _M1
+    x = (x ^ (x >> _S30)) * _M2
+    x = (x ^ (x >> _S27b)) * _M3
+    x = x ^ (x >> _S31)
+    if x == np.uint64(0):
+        x = _M1
+    return x
+
+
+@njit(cache=True, inline="always")
+def _rng_next(x):
+    # xorshift64*: returns (new state, uniform double in [0, 1))
+    x ^= x >> _S12
+    x ^= x << _S25
+    x ^= x >> _S27
+    r = x * _M4
+    return x, float(r >> _S11) * _INV53
+
+
+@njit(cache=True, nogil=True)
+def seed(s):
+    """Seed Numba's random generator (used by all sampling kernels of this thread)."""
+    np.random.seed(s)
+
+
+@njit(cache=True, nogil=True)
+def build_word_index(words, V):
+    """Inverted index of a local corpus.
+
+    Returns ``word_ptr`` int64 (V+1), ``word_tok`` int64 (N) (token ids grouped by
+    word) and ``tok_wpos`` int64 (N) (position of each token inside its word's list).
+    """
+    N = words.shape[0]
+    word_ptr = np.zeros(V + 1, dtype=np.int64)
+    for i in range(N):
+        word_ptr[words[i] + 1] += 1
+    for w in range(V):
+        word_ptr[w + 1] += word_ptr[w]
+    fill = word_ptr[:-1].copy()
+    word_tok = np.empty(N, dtype=np.int64)
+    tok_wpos = np.empty(N, dtype=np.int64)
+    for i in range(N):
+        w = words[i]
+        p = fill[w]
+        word_tok[p] = i
+        tok_wpos[i] = p - word_ptr[w]
+        fill[w] = p + 1
+    return word_ptr, word_tok, tok_wpos
+
+
+@njit(cache=True, nogil=True)
+def count_tables(doc_ptr, words, z, n_dk, n_wk, n_k):
+    """Add the counts of assignments ``z`` to ``n_dk``, ``n_wk``, ``n_k`` (in place).
+    Pass the delta tables as ``n_wk``/``n_k`` to produce the initial push."""
+    D = doc_ptr.shape[0] - 1
+    for d in range(D):
+        for i in range(doc_ptr[d], doc_ptr[d + 1]):
+            k = z[i]
+            n_dk[d, k] += 1
+            n_wk[words[i], k] += 1
+            n_k[k] += 1
+
+
+@njit(cache=True, nogil=True)
+def init_assignments(doc_ptr, words, K, seed_, z):
+    """Fill ``z`` with uniform random topics in ``[0, K)`` drawn from ``seed_``
+    (use a different seed on each rank). Counts are built with :func:`count_tables`."""
+    np.random.seed(seed_)
+    for i in range(words.shape[0]):
+        z[i] = np.random.randint(0, K)
+
+
+@njit(cache=True, nogil=True)
+def sweep_mh(doc_ptr, words, z, n_dk, n_wk, n_k, m_wk, word_ptr, word_tok, tok_wpos, d_wk, d_k,
+             alpha, beta, mh_steps, seed_):
+    """One Metropolis-Hastings sweep over the local tokens (cost O(N * mh_steps)).
+
+    Parameters
+    ----------
+    doc_ptr, words, z : local corpus and assignments (``z`` updated in place).
+    n_dk : (D, K) local document-topic counts.
+    n_wk, n_k : local copies of the word-topic and topic-total tables.
+    m_wk : (V, K) local word-topic counts (this worker's tokens only; equal to
+        ``n_wk`` in a single-process run, but a separate array).
+    word_ptr, word_tok, tok_wpos : from :func:`build_word_index`.
+    d_wk, d_k : delta tables, receive every +-1 applied to ``n_wk``/``n_k``.
+    alpha, beta : symmetric Dirichlet priors.
+    mh_steps : number of (doc proposal, word proposal) pairs per token.
+    seed_ : int >= 0; seeds this sweep's own xorshift64* generator (use a new
+        seed per sweep and per rank).
+
+    Returns
+    -------
+    int : number of tokens whose topic changed.
+    """
+    rs = _rng_init(seed_)
+    K = n_wk.shape[1]
+    Vb = n_wk.shape[0] * beta
+    Ka = K * alpha
+    Kb = K * beta
+    D = doc_ptr.shape[0] - 1
+    changed = 0
+    for d in range(D):
+        start = doc_ptr[d]
+        stop = doc_ptr[d + 1]
+        Lm1 = stop - start - 1
+        for i in range(start, stop):
+            w = words[i]
+            s0 = z[i]
+            n_dk[d, s0] -= 1
+            n_wk[w, s0] -= 1
+            n_k[s0] -= 1
+            m_wk[w, s0] -= 1
+            wstart = word_ptr[w]
+            nwm1 = word_ptr[w + 1] - wstart - 1
+            wpos = tok_wpos[i]
+            ioff = i - start
+            x = s0
+            for _ in range(mh_steps):
+                # doc proposal q(k) ~ n_dk^-i + alpha
+                rs, u = _rng_next(rs)
+                u *= Lm1 + Ka
+                if u < Lm1:
+                    j = int(u)
+                    if j >= ioff:
+                        j += 1
+                    t = z[start + j]
+                else:
+                    t = int((u - Lm1) / alpha)
+                    if t >= K:
+                        t = K - 1
+                if t != x:
+                    num = (n_wk[w, t] + beta) * (n_k[x] + Vb)
+                    den = (n_wk[w, x] + beta) * (n_k[t] + Vb)
+                    rs, r = _rng_next(rs)
+                    if r * den < num:
+                        x = t
+                # word proposal q(k) ~ m_wk^-i + beta
+                rs, u = _rng_next(rs)
+                u *= nwm1 + Kb
+                if u < nwm1:
+                    j = int(u)
+                    if j >= wpos:
+                        j += 1
+                    t = z[word_tok[wstart + j]]
+                else:
+                    t = int((u - nwm1) / beta)
+                    if t >= K:
+                        t = K - 1
+                if t != x:
+                    num = (n_dk[d, t] + alpha) * (n_wk[w, t] + beta) * (m_wk[w, x] + beta) * (n_k[x] + Vb)
+                    den = (n_dk[d, x] + alpha) * (n_wk[w, x] + beta) * (m_wk[w, t] + beta) * (n_k[t] + Vb)
+                    rs, r = _rng_next(rs)
+                    if r * den < num:
+                        x = t
+            n_dk[d, x] += 1
+            n_wk[w, x] += 1
+            n_k[x] += 1
+            m_wk[w, x] += 1
+            if x != s0:
+                z[i] = x
+                d_wk[w, s0] -= 1
+                d_wk[w, x] += 1
+                d_k[s0] -= 1
+                d_k[x] += 1
+                changed += 1
+    return changed
+
+
+@njit(cache=True, nogil=True)
+def sweep_plain(doc_ptr, words, z, n_dk, n_wk, n_k, d_wk, d_k, alpha, beta, seed_):
+    """Reference collapsed Gibbs sweep: samples each token from its exact full
+    conditional in O(K). Same tables and deltas as :func:`sweep_mh` (no ``m_wk``).
+    Returns the number of tokens whose topic changed."""
+    if seed_ >= 0:
+        np.random.seed(seed_)
+    K = n_wk.shape[1]
+    Vb = n_wk.shape[0] * beta
+    D = doc_ptr.shape[0] - 1
+    cum = np.empty(K, dtype=np.float64)
+    changed = 0
+    for d in range(D):
+        for i in range(doc_ptr[d], doc_ptr[d + 1]):
+            w = words[i]
+            s0 = z[i]
+            n_dk[d, s0] -= 1
+            n_wk[w, s0] -= 1
+            n_k[s0] -= 1
+            acc = 0.0
+            for k in range(K):
+                acc += (n_dk[d, k] + alpha) * (n_wk[w, k] + beta) / (n_k[k] + Vb)
+                cum[k] = acc
+            u = np.random.random() * acc
+            x = 0
+            while x < K - 1 and cum[x] <= u:
+                x += 1
+            n_dk[d, x] += 1
+            n_wk[w, x] += 1
+            n_k[x] += 1
+            if x != s0:
+                z[i] = x
+                d_wk[w, s0] -= 1
+                d_wk[w, x] += 1
+                d_k[s0] -= 1
+                d_k[x] += 1
+                changed += 1
+    return changed
+
+
+@njit(cache=True, nogil=True)
+def word_rows_loglik(n_wk_rows, beta):
+    """``sum_(w,k) [lgamma(n_wk + beta) - lgamma(beta)]`` over the given rows of n_wk."""
+    lgb = math.lgamma(beta)
+    s = 0.0
+    for w in range(n_wk_rows.shape[0]):
+        for k in range(n_wk_rows.shape[1]):
+            c = n_wk_rows[w, k]
+            if c != 0:
+                s += math.lgamma(c + beta) - lgb
+    return s
+
+
+@njit(cache=True, nogil=True)
+def topic_totals_loglik(n_k, beta, V):
+    """``sum_k [lgamma(V beta) - lgamma(n_k + V beta)]``."""
+    Vb = V * beta
+    s = 0.0
+    for k in range(n_k.shape[0]):
+        s += math.lgamma(Vb) - math.lgamma(n_k[k] + Vb)
+    return s
+
+
+@njit(cache=True, nogil=True)
+def doc_loglik(doc_ptr, n_dk, alpha):
+    """``sum_d [lgamma(K a) - lgamma(L_d + K a) + sum_k (lgamma(n_dk + a) - lgamma(a))]``
+    over the local documents (log p(z) part)."""
+    K = n_dk.shape[1]
+    Ka = K * alpha
+    lga = math.lgamma(alpha)
+    s = 0.0
+    for d in range(doc_ptr.shape[0] - 1):
+        s += math.lgamma(Ka) - math.lgamma((doc_ptr[d + 1] - doc_ptr[d]) + Ka)
+        for k in range(K):
+            c = n_dk[d, k]
+            if c != 0:
+                s += math.lgamma(c + alpha) - lga
+    return s
+
+
+@njit(cache=True, nogil=True)
+def log_joint(doc_ptr, n_dk, n_wk, n_k, alpha, beta):
+    """Complete log-likelihood ``log p(w, z)`` of a whole (single-process) model.
+    In a multi-rank job sum :func:`word_rows_loglik` over the server's row blocks,
+    :func:`doc_loglik` over ranks and add :func:`topic_totals_loglik` once."""
+    return (word_rows_loglik(n_wk, beta) + topic_totals_loglik(n_k, beta, n_wk.shape[0])
+            + doc_loglik(doc_ptr, n_dk, alpha))
+
+
+@njit(cache=True, nogil=True)
+def per_token_loglik(doc_ptr, n_dk, n_wk, n_k, alpha, beta):
+    """``log p(w, z) / N`` (N = number of tokens = ``sum(n_k)``)."""
+    N = 0
+    for k in range(n_k.shape[0]):
+        N += n_k[k]
+    return log_joint(doc_ptr, n_dk, n_wk, n_k, alpha, beta) / max(N, 1)
+
+
+@njit(cache=True, nogil=True)
+def doc_completion_loglik(doc_ptr, words, n_wk, n_k, alpha, beta, n_iter, burn_in, seed_):
+    """Held-out log-likelihood by document completion.
+
+    Each held-out document is split by token position: even positions are observed,
+    odd positions are held out. The topics ``phi_kw = (n_wk + beta)/(n_k + V beta)``
+    stay fixed; ``n_iter`` Gibbs sweeps over the observed half fold the document in
+    (first ``burn_in`` discarded), the later sweeps average
+    ``theta_d = (n_dk + alpha)/(L_obs + K alpha)``, and the held-out half scores
+    ``sum log sum_k theta_dk phi_kw``.
+
+    Returns
+    -------
+    (loglik, n_heldout) : perplexity is ``exp(-loglik / n_heldout)`` (sum both over ranks first).
+    """
+    np.random.seed(seed_)
+    V = n_wk.shape[0]
+    K = n_wk.shape[1]
+    inv = np.empty(K, dtype=np.float64)
+    for k in range(K):
+        inv[k] = 1.0 / (n_k[k] + V * beta)
+    cum = np.empty(K, dtype=np.float64)
+    ndk = np.zeros(K, dtype=np.int64)
+    theta = np.zeros(K, dtype=np.float64)
+    ll = 0.0
+    nh = 0
+    for d in range(doc_ptr.shape[0] - 1):
+        start = doc_ptr[d]
+        stop = doc_ptr[d + 1]
+        n_obs = (stop - start + 1) // 2
+        zz = np.empty(n_obs, dtype=np.int64)
+        ndk[:] = 0
+        theta[:] = 0.0
+        for j in range(n_obs):
+            k = np.random.randint(0, K)
+            zz[j] = k
+            ndk[k] += 1
+        n_avg = 0
+        for it in range(n_iter):
+            for j in range(n_obs):
+                w = words[start + 2 * j]
+                ndk[zz[j]] -= 1
+                acc = 0.0
+                for k in range(K):
+                    acc += (ndk[k] + alpha) * (n_wk[w, k] + beta) * inv[k]
+                    cum[k] = acc
+                u = np.random.random() * acc
+                x = 0
+                while x < K - 1 and cum[x] <= u:
+                    x += 1
+                zz[j] = x
+                ndk[x] += 1
+            if it >= burn_in:
+                for k in range(K):
+                    theta[k] += (ndk[k] + alpha) / (n_obs + K * alpha)
+                n_avg += 1
+        if n_avg == 0:
+            for k in range(K):
+                theta[k] = (ndk[k] + alpha) / (n_obs + K * alpha)
+            n_avg = 1
+        for i in range(start + 1, stop, 2):
+            w = words[i]
+            p = 0.0
+            for k in range(K):
+                p += theta[k] * (n_wk[w, k] + beta) * inv[k]
+            ll += math.log(p / n_avg)
+            nh += 1
+    return ll, nh
+
+
+@njit(cache=True, nogil=True)
+def top_words(n_wk, n):
+    """``(K, n)`` int64 array: for each topic the ``n`` word ids of largest count,
+    largest first (ties: lower id first)."""
+    V = n_wk.shape[0]
+    K = n_wk.shape[1]
+    n = min(n, V)
+    out = np.empty((K, n), dtype=np.int64)
+    col = np.empty(V, dtype=np.float64)
+    for k in range(K):
+        for w in range(V):
+            col[w] = -float(n_wk[w, k])
+        order = np.argsort(col, kind="mergesort")
+        for j in range(n):
+            out[k, j] = order[j]
+    return out
