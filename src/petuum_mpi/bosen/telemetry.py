@@ -1,0 +1,77 @@
+"""Per-table counters of the parameter server (staleness, waiting, traffic)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+HIST_BINS = 32  # staleness 0..30 and ">= 31"
+
+
+class TableStats:
+    """Counters of one table on one rank."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.cached_reads = 0
+        self.st_sum = 0.0
+        self.st_sq = 0.0
+        self.st_max = 0
+        self.hist = np.zeros(HIST_BINS, dtype=np.int64)
+        self.wait_s = 0.0
+        self.fetch_units = 0
+        self.fetch_msgs = 0
+        self.fetch_bytes = 0
+        self.incs = 0
+        self.sent_units = 0
+        self.sent_bytes = 0
+
+    def read(self, staleness: int, cached: bool) -> None:
+        self.reads += 1
+        self.cached_reads += cached
+        self.st_sum += staleness
+        self.st_sq += staleness * staleness
+        if staleness > self.st_max:
+            self.st_max = staleness
+        self.hist[min(max(staleness, 0), HIST_BINS - 1)] += 1
+
+    def as_dict(self, elapsed: float, clocks: int) -> dict:
+        n = max(self.reads, 1)
+        mean = self.st_sum / n
+        return {
+            "reads": self.reads,
+            "cached_reads": self.cached_reads,
+            "staleness_mean": mean,
+            "staleness_var": max(self.st_sq / n - mean * mean, 0.0),
+            "staleness_max": int(self.st_max),
+            "staleness_hist": self.hist.tolist(),
+            "wait_s": self.wait_s,
+            "fetch_units": self.fetch_units,
+            "fetch_msgs": self.fetch_msgs,
+            "fetch_bytes": self.fetch_bytes,
+            "incs": self.incs,
+            "sent_units": self.sent_units,
+            "sent_bytes": self.sent_bytes,
+            "clocks": clocks,
+            "clocks_per_s": clocks / elapsed if elapsed > 0 else 0.0,
+        }
+
+
+def merge(dicts: list[dict]) -> dict:
+    """Combine the per-rank dicts of one table (sums; staleness pooled; max of max)."""
+    out: dict = {}
+    reads = sum(d["reads"] for d in dicts)
+    for k in ("reads", "cached_reads", "fetch_units", "fetch_msgs", "fetch_bytes", "incs", "sent_units", "sent_bytes"):
+        out[k] = sum(d[k] for d in dicts)
+    if reads:
+        mean = sum(d["staleness_mean"] * d["reads"] for d in dicts) / reads
+        sq = sum((d["staleness_var"] + d["staleness_mean"] ** 2) * d["reads"] for d in dicts) / reads
+    else:
+        mean, sq = 0.0, 0.0
+    out["staleness_mean"] = mean
+    out["staleness_var"] = max(sq - mean * mean, 0.0)
+    out["staleness_max"] = max(d["staleness_max"] for d in dicts)
+    out["staleness_hist"] = np.sum([d["staleness_hist"] for d in dicts], axis=0).tolist()
+    out["wait_s_max"] = max(d["wait_s"] for d in dicts)
+    out["wait_s_mean"] = float(np.mean([d["wait_s"] for d in dicts]))
+    out["clocks_per_s_min"] = min(d["clocks_per_s"] for d in dicts)
+    return out
