@@ -30,10 +30,11 @@ from ..runtime import get_comm
 from .layout import CONSISTENCY, Layout, TableSpec, validate_spec
 from .telemetry import TableStats, merge
 
-_HDR_FIXED = 4  # version, clock, reserved, reserved
+_HDR_FIXED = 4  # version, clock, bsp gate (clock being closed), reserved
 _CHUNK_HDR = 64  # bytes: kind, seq, tag, tid, nunits, total_bytes, 0, 0
 _DATA, _SKIP = 1, 2
 _SLEEP0, _SLEEP_MAX = 20e-6, 1e-3
+_NEVER = -(2**62)  # fetch_tag of a unit that must be fetched before the next read
 
 
 def _align(n: int, a: int = 64) -> int:
@@ -66,7 +67,7 @@ class _Table:
         self.oplog_u = self.oplog.reshape(lay.n_units, lay.bw)
         self.dirty = np.zeros(lay.n_units, dtype=bool)
         self.n_dirty_hint = False
-        self.fetch_tag = np.full(lay.n_units, -1, dtype=np.int64)  # min applied clock at fetch
+        self.fetch_tag = np.full(lay.n_units, _NEVER, dtype=np.int64)  # min applied clock at fetch
         self.fetch_clock = np.full(lay.n_units, -1, dtype=np.int64)  # my clock at fetch
         self.ever = np.zeros(lay.n_units, dtype=bool)  # fetched at least once (for essp refresh)
         self.nslots = lay.n_slots(me)
@@ -136,6 +137,7 @@ class ParameterServer:
             raise UsageError(f"table {sorted(dup)[0]!r} is declared twice")
         self._tables = [_Table(i, s, self.P, self.me, consistency, staleness) for i, s in enumerate(specs)]
         self._by_name = {t.name: t for t in self._tables}
+        self._bsp = any(t.consistency == "bsp" for t in self._tables)
         self.consistency, self.staleness = consistency, int(staleness)
         self.snapshot_every, self.snapshot_dir = int(snapshot_every), snapshot_dir
         self._straggler = dict(straggler or {})
@@ -328,6 +330,8 @@ class ParameterServer:
         self._check_open()
         self._straggle()
         tag = self._clock + 1
+        if self._bsp and self.P > 1:
+            self._bsp_gate(tag)
         self._send_all(tag)
         self._clock = tag
         self._hdr[1] = tag
@@ -382,6 +386,7 @@ class ParameterServer:
         clk, state = out
         self._clock = clk
         self._hdr[1] = clk
+        self._hdr[2] = clk
         self._hdr[_HDR_FIXED : _HDR_FIXED + self.P] = clk
         self._invalidate()
         self.comm.Barrier()
@@ -836,8 +841,20 @@ class ParameterServer:
 
     def _invalidate(self) -> None:
         for t in self._tables:
-            t.fetch_tag[:] = -1
+            t.fetch_tag[:] = _NEVER
             t.fetch_clock[:] = -1
+
+    def _bsp_gate(self, tag: int) -> None:
+        """BSP: send clock ``tag - 1``'s updates only after every worker has
+        finished its reads of that clock, so a read at clock c reflects exactly
+        the updates of clocks < c (deterministic runs)."""
+        self._hdr[2] = tag
+        self._win.Sync()
+        for k in range(1, self.P):
+            o = (self.me + k) % self.P
+            back = _Backoff()
+            while int(self._read_header(o)[2]) < tag:
+                self._wait(None, back)
 
     def _straggle(self) -> None:
         st = self._straggler
