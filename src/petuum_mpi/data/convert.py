@@ -167,8 +167,10 @@ def _truth(path):
     return load_arrays_h5(path)
 
 
-def export_libsvm(path: str, X, y, zero_based: bool = False, comment: str | None = None) -> None:
-    """Write a (sparse or dense) matrix and targets as LIBSVM text (shortest round-trip floats)."""
+def export_libsvm(path: str, X, y, zero_based: bool = False, comment: str | None = None,
+                  precision: int | None = None) -> None:
+    """Write a (sparse or dense) matrix and targets as LIBSVM text: shortest round-trip
+    floats, or ``precision`` significant digits."""
     import scipy.sparse as sp
 
     X = sp.csr_matrix(X)
@@ -183,7 +185,13 @@ def export_libsvm(path: str, X, y, zero_based: bool = False, comment: str | None
             a, b = ptr[r], ptr[r + 1]
             lab = yl[r]
             lab = int(lab) if float(lab).is_integer() and abs(lab) < 2 ** 53 else lab
-            f.write(" ".join([repr(lab)] + [f"{i}:{v!r}" for i, v in zip(ind[a:b], dat[a:b])]) + "\n")
+            if precision is None:
+                items = [f"{i}:{v!r}" for i, v in zip(ind[a:b], dat[a:b])]
+                ls = repr(lab)
+            else:
+                items = [f"{i}:{v:.{precision}g}" for i, v in zip(ind[a:b], dat[a:b])]
+                ls = repr(lab) if isinstance(lab, int) else f"{lab:.{precision}g}"
+            f.write(" ".join([ls] + items) + "\n")
 
 
 # ----------------------------------------------------------------------------- tables
