@@ -19,6 +19,16 @@ import scipy.sparse as sp
 from ..errors import DataError
 
 
+def _unique_cells(rng, cells: int, m: int) -> np.ndarray:
+    """About ``m`` distinct sorted cell ids out of ``cells`` (exactly ``m`` when dense)."""
+    if m >= cells:
+        return np.arange(cells, dtype=np.int64)
+    if m > cells // 2:
+        return np.sort(rng.choice(cells, size=m, replace=False)).astype(np.int64)
+    draws = int(round(-cells * np.log1p(-m / cells)))  # expected distinct count = m
+    return np.unique(rng.integers(0, cells, size=draws, dtype=np.int64))
+
+
 def _features(rng, n_rows, n_cols, nnz, group_size, corr, dense):
     if not 0.0 <= corr < 1.0:
         raise DataError(f"corr must be in [0, 1), got {corr}")
@@ -38,8 +48,7 @@ def _features(rng, n_rows, n_cols, nnz, group_size, corr, dense):
     m = max(1, int(round(nnz / gs)))
     if m > n_rows * n_groups:
         raise DataError(f"nnz={nnz} is more than the matrix holds ({n_rows} x {n_cols})")
-    key = rng.integers(0, n_rows * n_groups, size=m, dtype=np.int64)
-    key = np.unique(key)
+    key = _unique_cells(rng, n_rows * n_groups, m)
     r = key // n_groups
     g = key - r * n_groups
     del key
@@ -73,7 +82,7 @@ def make_regression(n_rows: int, n_cols: int, nnz: int | None = None, group_size
     ----------
     nnz : int, optional
         Target number of non-zeros (sparse; default 1 % density). Rows pick groups
-        at random; the realised count is slightly lower (duplicates removed).
+        at random (distinct (row, group) cells, count equal to ``nnz`` in expectation).
     n_informative : int, optional
         Non-zeros of ``coef`` (default ``max(1, n_cols // 100)``), magnitudes in
         [1, 2), random signs, at random columns.
@@ -129,7 +138,7 @@ def make_classification(n_rows: int, n_cols: int, n_classes: int = 2, nnz: int |
 def make_ratings(n_users: int, n_items: int, rank: int = 10, noise: float = 0.1, density: float = 0.05,
                  offset: float = 0.0, seed=0):
     """Low-rank ratings ``offset + U_u . V_i + noise * N(0, 1)`` on a random ``density``
-    fraction of (user, item) cells (duplicates removed, so slightly fewer).
+    fraction of distinct (user, item) cells (that many in expectation).
 
     ``U`` (n_users, rank) and ``V`` (n_items, rank) have N(0, 1/sqrt(rank)) entries, so
     the noiseless ratings have unit variance.
@@ -145,7 +154,7 @@ def make_ratings(n_users: int, n_items: int, rank: int = 10, noise: float = 0.1,
     U = s * rng.standard_normal((n_users, rank))
     Vm = s * rng.standard_normal((n_items, rank))
     m = max(1, int(round(density * n_users * n_items)))
-    key = np.unique(rng.integers(0, n_users * n_items, size=m, dtype=np.int64))
+    key = _unique_cells(rng, n_users * n_items, m)
     users = (key // n_items).astype(np.int32)
     items = (key - users.astype(np.int64) * n_items).astype(np.int32)
     values = offset + np.einsum("ij,ij->i", U[users], Vm[items]) + noise * rng.standard_normal(key.size)
