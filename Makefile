@@ -25,10 +25,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	@touch $@
 
-data: setup data/lasso_sample/manifest.json
+# Sample datasets (raw files in data/, see data/README.md) -> HDF5 shard datasets in data/build/
+BUILD := data/build
+data: setup $(BUILD)/lasso/manifest.json $(BUILD)/clf/manifest.json $(BUILD)/ratings/manifest.json $(BUILD)/lda/manifest.json
 
-data/lasso_sample/manifest.json: data/lasso_sample.svm
-	$(CLI) data convert libsvm data/lasso_sample.svm data/lasso_sample --task regression --shards 4 --overwrite
+$(BUILD)/lasso/manifest.json: data/lasso_sample.svm
+	$(CLI) data convert libsvm $< $(@D) --task regression --truth data/lasso_sample.truth.h5 --shards 4 --overwrite
+$(BUILD)/clf/manifest.json: data/clf_sample.svm
+	$(CLI) data convert libsvm $< $(@D) --task classification --truth data/clf_sample.truth.h5 --shards 4 --overwrite
+$(BUILD)/ratings/manifest.json: data/ratings_sample.csv
+	$(CLI) data convert ratings $< $(@D) --truth data/ratings_sample.truth.h5 --shards 4 --overwrite
+$(BUILD)/lda/manifest.json: data/docword.sample.txt data/vocab.sample.txt
+	$(CLI) data convert uci-bow data/docword.sample.txt data/vocab.sample.txt $(@D) --truth data/docword.sample.truth.h5 --shards 4 --overwrite
 
 demo: data
 	$(CLI) launch -n $(RANKS) jobs/lasso.toml --set run.name=demo-lasso --set run.output_dir=runs
@@ -43,4 +51,4 @@ bench: setup
 	@echo "see benchmarks/README.md for the benchmark commands"
 
 clean:
-	rm -rf runs .pytest_cache build src/*.egg-info
+	rm -rf runs data/build .pytest_cache build src/*.egg-info
