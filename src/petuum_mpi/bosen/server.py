@@ -354,6 +354,25 @@ class ParameterServer:
         self._flush_everything()
         self._invalidate()
 
+    def allreduce(self, value, op=None):
+        """Collective allreduce that keeps serving this rank's shard while it
+        waits (``Iallreduce`` + progress). Use it (or :meth:`barrier`) instead of
+        blocking MPI collectives while other workers may still read: an owner
+        blocked in a plain collective cannot apply updates, so readers that
+        need them would wait forever. Returns a NumPy array (or a float for a
+        scalar ``value``)."""
+        self._check_open()
+        MPI = self._MPI
+        scalar = np.isscalar(value)
+        a = np.ascontiguousarray(np.atleast_1d(np.asarray(value, dtype=np.float64 if scalar else None)))
+        out = np.empty_like(a)
+        req = self.comm.Iallreduce(a, out, op=op or MPI.SUM)
+        back = _Backoff()
+        while not req.Test():
+            self._progress()
+            back()
+        return float(out[0]) if scalar else out
+
     def snapshot(self, state: Mapping[str, np.ndarray] | None = None) -> str:
         """Collectively write a snapshot of all tables (and ``state``) now."""
         from .snapshot import write_snapshot
