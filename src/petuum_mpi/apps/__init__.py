@@ -15,6 +15,9 @@ REGISTRY = {
     "lasso": "petuum_mpi.apps.lasso",
     "elastic_net": "petuum_mpi.apps.lasso",
     "l1_logistic": "petuum_mpi.apps.logistic_l1",
+    "logreg": "petuum_mpi.apps.logreg",
+    "mf": "petuum_mpi.apps.mf",
+    "lda": "petuum_mpi.apps.lda",
 }
 
 
