@@ -14,7 +14,8 @@ from petuum_mpi.bosen import ENGINE_SCHEMA, ParameterServer, TableSpec, latest_s
 from petuum_mpi.config import validate
 from petuum_mpi.errors import ConfigError, UsageError
 
-pytestmark = pytest.mark.mpi
+# every test here also runs with MPIR_CVAR_NOLOCAL=1 (ranks as on separate nodes): see tests/run_suite.py
+pytestmark = [pytest.mark.mpi, pytest.mark.nolocal]
 
 
 def _all(comm, ok):

@@ -77,7 +77,17 @@ def cmd_run(args) -> int:
     from .runtime import install_abort_handler
 
     install_abort_handler()
-    run_job_file(args.job, args.set or ())
+    overrides = list(args.set or ())
+    if args.resume:
+        from .apps import app_schema
+        from .config import read_toml
+
+        app = read_toml(args.job).get("app")
+        engine = app_schema(app).get("engine") if isinstance(app, str) else None
+        if engine is None or "resume" not in engine.fields:
+            raise PetuumError(f"--resume: app {app!r} keeps no snapshots to resume from")
+        overrides.append("engine.resume=true")
+    run_job_file(args.job, overrides)
     return 0
 
 
@@ -192,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="run a job file (start under mpiexec -n N or srun)")
     s.add_argument("job", help="job file (TOML)")
     s.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a job key (repeatable)")
+    s.add_argument("--resume", action="store_true", help="continue from the last good snapshot (parameter-server apps)")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("launch", help="start mpiexec -n N ... run JOB from this environment")
