@@ -563,3 +563,117 @@ def enet_path(X, y=None, l1_ratio=0.5, eps=1e-3, n_alphas=100, alphas=None, fit_
 def lasso_path(X, y=None, eps=1e-3, n_alphas=100, alphas=None, **kw):
     """Lasso path (``enet_path`` with ``l1_ratio=1``)."""
     return enet_path(X, y, l1_ratio=1.0, eps=eps, n_alphas=n_alphas, alphas=alphas, **kw)
+
+
+# ====================================================================== job runner
+def schema(app: str = "lasso") -> dict:
+    """Job-file sections of the ``lasso``, ``elastic_net`` and ``l1_logistic`` apps."""
+    model = {
+        "fit_intercept": Field(bool, default=True, help="fit an unpenalised intercept"),
+        "max_iter": Field(int, default=1000 if app != "l1_logistic" else 100, min=1,
+                          help="sweeps over the working set (Newton iterations for l1_logistic)"),
+        "tol": Field(float, default=1e-4, min=0.0, help="duality-gap tolerance as in scikit-learn"),
+        "warm_start": Field(bool, default=False, help="start from the previous solution (path)"),
+    }
+    if app == "l1_logistic":
+        model["C"] = Field(float, default=1.0, min=0.0, min_exclusive=True, help="inverse L1 strength (sklearn C)")
+        model["inner_sweeps"] = Field(int, default=10, min=1, help="CD sweeps per Newton iteration")
+    else:
+        model["alpha"] = Field(float, default=None, min=0.0, min_exclusive=True,
+                               help="L1 strength (omit to compute a path)")
+        model["n_alphas"] = Field(int, default=20, min=1, help="path length when alpha is omitted")
+        model["eps"] = Field(float, default=1e-3, min=0.0, min_exclusive=True, help="alpha_min / alpha_max of path")
+        if app == "elastic_net":
+            model["l1_ratio"] = Field(float, default=0.5, min=0.0, max=1.0, min_exclusive=True,
+                                      help="L1 share of the penalty")
+    engine = {
+        "scheduler": Field(str, default="sap" if app != "l1_logistic" else "cyclic", choices=SCHEDULERS,
+                           help="variable scheduler"),
+        "round_size": Field(int, default=None, min=1, help="variables per round (default: auto)"),
+        "rho": Field(float, default=0.1, min=0.0, max=1.0, help="sap dependency threshold |corr|"),
+        "eta": Field(float, default=1e-2, min=0.0, help="priority floor relative to the mean weight"),
+        "warmup_sweeps": Field(float, default=1.0, min=0.0, help="uniform sweeps before priorities"),
+        "pipeline_depth": Field(int, default=0, min=0, help="rounds in flight before results are in"),
+        "sample_rows": Field(int, default=1000, min=2, help="rows sampled for sap correlations"),
+    }
+    if app != "l1_logistic":
+        engine["screening"] = Field(bool, default=True, help="gap-safe screening")
+        engine["working_set"] = Field(bool, default=True, help="working-set solver")
+        engine["serial_fusion"] = Field(bool, default=True, help="one rank: exact sequential rounds")
+    return {"model": Section(model, help="model hyperparameters"), "engine": Section(engine, help="STRADS engine")}
+
+
+SCHEMA = schema
+
+
+def run_job(job: dict, ctx) -> dict:
+    """Run a ``lasso`` / ``elastic_net`` / ``l1_logistic`` job (collective)."""
+    app = job.get("app", "lasso")
+    m, e = job["model"], job["engine"]
+    comm = ctx.comm
+    seed = int(job.get("run", {}).get("seed", 0))
+    every = int(job.get("run", {}).get("log_every", 1))
+    train = job["data"]["train"]
+    test = job["data"].get("test")
+    counter = {"k": 0}
+
+    def log_row(row):
+        counter["k"] += 1
+        if counter["k"] % every == 0:
+            ctx.rundir.log_metrics({k: v for k, v in row.items() if not isinstance(v, str)})
+
+    eng_kw = {k: e[k] for k in ("scheduler", "round_size", "rho", "eta", "warmup_sweeps", "pipeline_depth",
+                                "sample_rows")}
+    t0 = time.perf_counter()
+    if app == "l1_logistic":
+        from .logistic_l1 import L1LogisticRegression
+
+        est = L1LogisticRegression(C=m["C"], fit_intercept=m["fit_intercept"], tol=m["tol"], max_iter=m["max_iter"],
+                                   inner_sweeps=m["inner_sweeps"], random_state=seed, comm=comm, **eng_kw)
+        est.fit(train, on_epoch=log_row)
+        summary = {"objective": est.objective_, "nnz": int(np.count_nonzero(est.coef_)), "n_iter": int(est.n_iter_[0])}
+        arrays = {"coef": est.coef_.ravel(), "intercept": est.intercept_, "classes": est.classes_.astype(np.float64)}
+    else:
+        eng_kw.update({k: e[k] for k in ("screening", "working_set", "serial_fusion")})
+        l1 = m.get("l1_ratio", 1.0)
+        if m["alpha"] is None:  # a path
+            alphas_out = []
+
+            def on_alpha(i, a, prob, n_iter, gap, st):
+                alphas_out.append(a)
+                row = {"iter": i, "alpha": a, "time": time.perf_counter() - t0, "dual_gap": gap / prob.n,
+                       "nnz": int(np.count_nonzero(prob.w)), "n_iter": n_iter}
+                row.update({k: v for k, v in st.items() if isinstance(v, (int, float))})
+                log_row(row)
+
+            alphas, coefs, gaps = enet_path(train, l1_ratio=l1, eps=m["eps"], n_alphas=m["n_alphas"],
+                                            fit_intercept=m["fit_intercept"], tol=m["tol"], max_iter=m["max_iter"],
+                                            comm=comm, on_alpha=on_alpha, random_state=seed, **eng_kw)
+            summary = {"n_alphas": len(alphas), "alpha_min": float(alphas[-1]),
+                       "nnz_last": int(np.count_nonzero(coefs[:, -1]))}
+            arrays = {"alphas": alphas, "coefs": coefs, "dual_gaps": gaps}
+            est = None
+        else:
+            est = ElasticNet(alpha=m["alpha"], l1_ratio=l1, fit_intercept=m["fit_intercept"], tol=m["tol"],
+                             max_iter=m["max_iter"], warm_start=m["warm_start"], random_state=seed, comm=comm, **eng_kw)
+            est.fit(train, on_epoch=log_row)
+            summary = {"objective": None, "dual_gap": est.dual_gap_, "nnz": int(np.count_nonzero(est.coef_)),
+                       "n_iter": est.n_iter_}
+            summary.update({k: v for k, v in est.telemetry_.items()})
+            summary.pop("objective")
+            arrays = {"coef": est.coef_, "intercept": np.array([est.intercept_])}
+    summary["time"] = time.perf_counter() - t0
+    if test and est is not None:
+        Xt, yt, _, _ = load_local(test, None, comm)
+        if app == "l1_logistic":
+            pred = est.predict(Xt)
+            s = allreduce_sum(np.array([float(np.sum(pred == np.asarray(yt))), float(len(yt))]), comm)
+            summary["test_accuracy"] = s[0] / s[1]
+        else:
+            res = yt - est.predict(Xt)
+            s = allreduce_sum(np.array([res @ res, float(len(yt))]), comm)
+            summary["test_mse"] = s[0] / s[1]
+    ctx.rundir.save_model(arrays, {"app": app, **{k: v for k, v in summary.items() if isinstance(v, (int, float))}})
+    ctx.rundir.log(f"{app}: " + ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                                         for k, v in summary.items()))
+    return summary

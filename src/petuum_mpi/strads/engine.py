@@ -84,6 +84,8 @@ class Engine:
         self.telemetry = Telemetry()
         self.rank = self.comm.rank
         self.size = self.comm.size
+        if self.exact and hasattr(scheduler, "exact"):
+            scheduler.exact = True
 
     @property
     def exact(self) -> bool:

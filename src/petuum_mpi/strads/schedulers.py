@@ -225,7 +225,8 @@ class RowSample:
     """A column-normalised sample of rows of X, held by the scheduler on rank 0.
 
     Built once by gathering up to ``max_rows`` rows (each rank contributes a random
-    share proportional to its row count). Columns are centred (dense) and scaled
+    share proportional to its row count). The SAP threshold is raised to at least
+    ``3 / sqrt(rows)`` so sampling noise is not taken for dependence. Columns are centred (dense) and scaled
     to unit norm, so ``S[:, C].T @ S[:, D]`` estimates the correlations of the
     columns C and D. Sparse data stays sparse (CSC, not centred: cosine
     similarity of the sparse columns). Float32 halves its memory:
@@ -236,6 +237,7 @@ class RowSample:
         import scipy.sparse as sp
 
         self.sparse = sp.issparse(S)
+        self.n_rows = S.shape[0]
         if self.sparse:
             S = sp.csc_matrix(S, dtype=np.float32)
             norms = np.sqrt(np.asarray(S.multiply(S).sum(axis=0)).ravel())
@@ -250,12 +252,22 @@ class RowSample:
             self.S = np.asfortranarray(S / norms)
 
     def corr(self, C, D) -> np.ndarray:
-        """|estimated correlation| between columns C (rows) and D (cols)."""
+        """|estimated correlation| between columns C (rows) and D (cols).
+
+        Ids beyond the sampled columns (e.g. an intercept variable) are independent
+        of everything."""
+        p = self.S.shape[1]
+        cm, dm = C < p, D < p
+        Cc, Dc = np.where(cm, C, 0), np.where(dm, D, 0)
         if self.sparse:
-            G = (self.S[:, C].T @ self.S[:, D]).toarray()
+            G = (self.S[:, Cc].T @ self.S[:, Dc]).toarray()
         else:
-            G = self.S[:, C].T @ self.S[:, D]
-        return np.abs(G)
+            G = self.S[:, Cc].T @ self.S[:, Dc]
+        G = np.abs(G)
+        if not (cm.all() and dm.all()):
+            G[~cm, :] = 0.0
+            G[:, ~dm] = 0.0
+        return G
 
 
 @numba.njit(cache=True)
@@ -297,13 +309,18 @@ class SAPScheduler(PriorityScheduler):
         super().__init__(n_vars, round_size, depth, seed, costs, eta, warmup_sweeps)
         self.rho = float(rho)
         self.sample = sample
+        # sampling noise of a correlation estimate from s rows is ~ 1/sqrt(s): a
+        # threshold below 3/sqrt(s) would mistake noise for dependence
+        if sample is not None:
+            self.rho = max(self.rho, 3.0 / np.sqrt(max(sample.n_rows, 1)))
+        self.exact = False  # set by the engine when rounds run sequentially (no filter needed)
 
     def schedule(self, max_size=None):
         u = self.round_size if max_size is None else min(self.round_size, int(max_size))
         if len(self.active) == 0 or u <= 0:
             return np.empty(0, dtype=np.int64)
         u = min(u, len(self.active))
-        if self.sample is None or u == 1 and self.depth == 0:
+        if self.sample is None or self.exact or (u == 1 and self.depth == 0):
             return self._free(self._candidates(u))
         c = self._free(self._candidates(min(2 * u, len(self.active))))
         if len(c) <= 1 and self.depth == 0:

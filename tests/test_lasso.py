@@ -1,0 +1,171 @@
+"""Lasso / ElasticNet on the STRADS engine against scikit-learn (1, 2 and 4 ranks)."""
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+sklm = pytest.importorskip("sklearn.linear_model")
+
+from petuum_mpi.apps.lasso import ElasticNet, Lasso, lasso_path  # noqa: E402
+from petuum_mpi.errors import ConfigError, UsageError  # noqa: E402
+
+
+def objective(X, y, w, b, alpha, l1=1.0):
+    r = y - X @ w - b
+    return 0.5 * r @ r / len(y) + alpha * l1 * np.abs(w).sum() + 0.5 * alpha * (1 - l1) * w @ w
+
+
+def dataset(kind, seed=0):
+    rng = np.random.default_rng(seed)
+    n, p = 120, 40
+    if kind == "dense":
+        X = rng.standard_normal((n, p))
+    elif kind == "sparse":
+        X = sp.random(n, p, density=0.15, random_state=seed, format="csr") * 3.0
+    elif kind == "correlated":  # groups of 4 nearly equal columns
+        Z = rng.standard_normal((n, p // 4))
+        X = np.repeat(Z, 4, axis=1) + 0.3 * rng.standard_normal((n, p))
+    elif kind == "wide":  # more features than samples
+        n, p = 40, 150
+        X = rng.standard_normal((n, p))
+    wt = np.zeros(p)
+    wt[:6] = rng.standard_normal(6) * 2
+    y = X @ wt + 0.1 * rng.standard_normal(n) + 1.5
+    return X, y
+
+
+def check_vs_sklearn(X, y, alpha, l1, fit_intercept=True, **kw):
+    ref = sklm.ElasticNet(alpha=alpha, l1_ratio=l1, tol=1e-12, max_iter=200000, fit_intercept=fit_intercept).fit(X, y)
+    m = ElasticNet(alpha=alpha, l1_ratio=l1, tol=1e-10, max_iter=20000, fit_intercept=fit_intercept, **kw).fit(X, y)
+    fo = objective(X, y, m.coef_, m.intercept_, alpha, l1)
+    fr = objective(X, y, ref.coef_, ref.intercept_, alpha, l1)
+    assert abs(fo - fr) <= 1e-6 * abs(fr), (fo, fr)
+    assert np.array_equal(m.coef_ != 0, ref.coef_ != 0)
+    np.testing.assert_allclose(m.coef_, ref.coef_, atol=1e-5)
+    assert abs(m.intercept_ - ref.intercept_) < 1e-5
+    assert m.dual_gap_ >= 0
+    return m
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("kind", ["dense", "sparse", "correlated", "wide"])
+@pytest.mark.parametrize("l1", [1.0, 0.5])
+def test_matches_sklearn(comm, kind, l1):
+    X, y = dataset(kind)
+    check_vs_sklearn(X, y, 0.05, l1)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("scheduler", ["cyclic", "random", "priority", "sap"])
+def test_every_scheduler_same_optimum(comm, scheduler):
+    X, y = dataset("correlated", seed=3)
+    m = check_vs_sklearn(X, y, 0.02, 1.0, scheduler=scheduler, round_size=8)
+    assert m.telemetry_["updates"] > 0
+    if scheduler == "sap" and comm.rank == 0 and comm.size > 1:
+        assert m.telemetry_["rejected"] > 0  # correlated groups were kept apart (parallel rounds only)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("depth", [1, 3])
+@pytest.mark.parametrize("scheduler", ["cyclic", "sap"])
+def test_pipelining_converges(comm, depth, scheduler):
+    X, y = dataset("sparse", seed=5)
+    check_vs_sklearn(X, y, 0.02, 1.0, scheduler=scheduler, pipeline_depth=depth, round_size=4)
+
+
+@pytest.mark.mpi
+def test_parallel_rounds_without_fusion_and_big_rounds(comm):
+    # a round of all coordinates (Jacobi) on correlated data must be rescued by the safeguard
+    X, y = dataset("correlated", seed=1)
+    m = check_vs_sklearn(X, y, 0.01, 1.0, scheduler="random", round_size=40, serial_fusion=False,
+                         working_set=False, screening=False)
+    assert m.telemetry_["final_round_size"] < 40
+
+
+@pytest.mark.mpi
+def test_no_intercept_and_sparse_centering(comm):
+    X, y = dataset("sparse", seed=2)
+    check_vs_sklearn(X, y, 0.03, 1.0, fit_intercept=False)
+    m = Lasso(alpha=0.03, tol=1e-10).fit(X, y)
+    assert sp.issparse(X)  # centring handled implicitly
+    ref = sklm.Lasso(alpha=0.03, tol=1e-12, max_iter=100000).fit(X, y)
+    np.testing.assert_allclose(m.predict(X), ref.predict(X), atol=1e-5)
+    assert abs(m.score(X, y) - ref.score(X, y)) < 1e-6
+
+
+@pytest.mark.mpi
+def test_tol_rule_and_n_iter_like_sklearn(comm):
+    X, y = dataset("dense", seed=4)
+    m = Lasso(alpha=0.1, tol=1e-4).fit(X, y)
+    # sklearn's rule: gap (unscaled) <= tol * ||y - mean y||^2, dual_gap_ = gap / n
+    yc = y - y.mean()
+    assert m.dual_gap_ * len(y) <= 1e-4 * yc @ yc
+    assert m.n_iter_ >= 1
+
+
+@pytest.mark.mpi
+def test_convergence_warning(comm):
+    X, y = dataset("correlated", seed=6)
+    with pytest.warns(sklearn_conv_warning()):
+        Lasso(alpha=0.001, tol=1e-14, max_iter=2, working_set=False).fit(X, y)
+
+
+def sklearn_conv_warning():
+    from sklearn.exceptions import ConvergenceWarning
+
+    return ConvergenceWarning
+
+
+@pytest.mark.mpi
+def test_warm_start(comm):
+    X, y = dataset("dense", seed=7)
+    m = Lasso(alpha=0.05, tol=1e-10, warm_start=True).fit(X, y)
+    n1 = m.n_iter_
+    m.fit(X, y)
+    assert m.n_iter_ <= 1 < n1 + 1
+
+
+@pytest.mark.mpi
+def test_path_matches_sklearn(comm):
+    X, y = dataset("wide", seed=8)
+    alphas, coefs, gaps = lasso_path(X, y, n_alphas=8, eps=1e-2, tol=1e-10)
+    ra, rc, _ = sklm.lasso_path(X, y, alphas=alphas, tol=1e-12, max_iter=100000)
+    np.testing.assert_allclose(alphas, ra)
+    assert np.all(np.diff(alphas) < 0)
+    for i, a in enumerate(alphas):
+        fo = objective(X, y, coefs[:, i], 0.0, a)
+        fr = objective(X, y, rc[:, i], 0.0, a)
+        assert abs(fo - fr) <= 1e-6 * fr
+        assert np.array_equal(coefs[:, i] != 0, rc[:, i] != 0)
+    # sklearn's default grid
+    grid = sklm._coordinate_descent._alpha_grid(X, y, n_alphas=8, eps=1e-2, fit_intercept=False)
+    np.testing.assert_allclose(alphas, grid, rtol=1e-12)
+
+
+@pytest.mark.mpi
+def test_dataset_path(comm, shared_tmp):
+    data = pytest.importorskip("petuum_mpi.data")
+    X, y = dataset("sparse", seed=9)
+    path = f"{shared_tmp}/lasso_ds"
+    if comm.rank == 0:
+        data.write_matrix(path, sp.csr_matrix(X), y, n_shards=3)
+    comm.Barrier()
+    m = Lasso(alpha=0.03, tol=1e-10).fit(path)
+    ref = sklm.Lasso(alpha=0.03, tol=1e-12, max_iter=100000).fit(X, y)
+    np.testing.assert_allclose(m.coef_, ref.coef_, atol=1e-5)
+
+
+def test_parameter_validation():
+    X, y = dataset("dense")
+    for kw, name in [({"alpha": -1.0}, "alpha"), ({"alpha": 0.0}, "alpha"), ({"max_iter": 0}, "max_iter"),
+                     ({"tol": "x"}, "tol"), ({"scheduler": "fifo"}, "scheduler"), ({"rho": 2.0}, "rho"),
+                     ({"pipeline_depth": -1}, "pipeline_depth"), ({"round_size": 0}, "round_size"),
+                     ({"fit_intercept": 1}, "fit_intercept")]:
+        with pytest.raises(ConfigError, match=name):
+            Lasso(**kw).fit(X, y)
+    with pytest.raises(ConfigError, match="l1_ratio"):
+        ElasticNet(l1_ratio=1.5).fit(X, y)
+    with pytest.raises(UsageError):
+        Lasso().predict(X)
