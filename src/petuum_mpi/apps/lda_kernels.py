@@ -25,8 +25,11 @@ Both proposals depend only on the other tokens' assignments, never on the
 token's own state, so each MH step satisfies detailed balance w.r.t. the exact
 conditional (Metropolis-within-Gibbs is exact, not approximate). With stale
 ``n_wk``/``n_k`` copies the sampler targets the conditional of the local copy, as
-every parameter-server LDA does. :func:`sweep_plain` is the O(K) reference
-sampler.
+every parameter-server LDA does. Such copies can transiently show negative
+counts (another worker's decrement seen before its increment); both samplers
+clamp ``n_wk`` and ``n_k`` at 0 inside their probabilities (as Petuum and
+Yahoo!LDA do) and never write the clamped value back. :func:`sweep_plain` is the
+O(K) reference sampler.
 
 Likelihood (Griffiths & Steyvers 2004)::
 
@@ -80,6 +83,13 @@ def _rng_next(x):
     x ^= x >> _S27
     r = x * _M4
     return x, float(r >> _S11) * _INV53
+
+
+@njit(cache=True, inline="always")
+def _nn(c):
+    # a count as seen by the sampler: stale copies of n_wk / n_k can transiently be
+    # negative (other workers' decrements seen before their increments); clamp at 0
+    return c if c > 0 else 0
 
 
 @njit(cache=True, nogil=True)
@@ -195,8 +205,8 @@ def sweep_mh(doc_ptr, words, z, n_dk, n_wk, n_k, m_wk, word_ptr, word_tok, tok_w
                     if t >= K:
                         t = K - 1
                 if t != x:
-                    num = (n_wk[w, t] + beta) * (n_k[x] + Vb)
-                    den = (n_wk[w, x] + beta) * (n_k[t] + Vb)
+                    num = (_nn(n_wk[w, t]) + beta) * (_nn(n_k[x]) + Vb)
+                    den = (_nn(n_wk[w, x]) + beta) * (_nn(n_k[t]) + Vb)
                     rs, r = _rng_next(rs)
                     if r * den < num:
                         x = t
@@ -213,8 +223,10 @@ def sweep_mh(doc_ptr, words, z, n_dk, n_wk, n_k, m_wk, word_ptr, word_tok, tok_w
                     if t >= K:
                         t = K - 1
                 if t != x:
-                    num = (n_dk[d, t] + alpha) * (n_wk[w, t] + beta) * (m_wk[w, x] + beta) * (n_k[x] + Vb)
-                    den = (n_dk[d, x] + alpha) * (n_wk[w, x] + beta) * (m_wk[w, t] + beta) * (n_k[t] + Vb)
+                    num = ((n_dk[d, t] + alpha) * (_nn(n_wk[w, t]) + beta) * (m_wk[w, x] + beta)
+                           * (_nn(n_k[x]) + Vb))
+                    den = ((n_dk[d, x] + alpha) * (_nn(n_wk[w, x]) + beta) * (m_wk[w, t] + beta)
+                           * (_nn(n_k[t]) + Vb))
                     rs, r = _rng_next(rs)
                     if r * den < num:
                         x = t
@@ -253,7 +265,7 @@ def sweep_plain(doc_ptr, words, z, n_dk, n_wk, n_k, d_wk, d_k, alpha, beta, seed
             n_k[s0] -= 1
             acc = 0.0
             for k in range(K):
-                acc += (n_dk[d, k] + alpha) * (n_wk[w, k] + beta) / (n_k[k] + Vb)
+                acc += (n_dk[d, k] + alpha) * (_nn(n_wk[w, k]) + beta) / (_nn(n_k[k]) + Vb)
                 cum[k] = acc
             u = np.random.random() * acc
             x = 0
@@ -416,3 +428,62 @@ def top_words(n_wk, n):
         for j in range(n):
             out[k, j] = order[j]
     return out
+
+
+@njit(cache=True, nogil=True)
+def fold_in(doc_ptr, words, n_wk, n_k, alpha, beta, n_iter, burn_in, seed_):
+    """Topic proportions of new documents with the topics held fixed.
+
+    ``phi_kw = (n_wk + beta)/(n_k + V beta)`` stays fixed; ``n_iter`` Gibbs sweeps
+    over each document's tokens (first ``burn_in`` discarded) average
+    ``theta_d = (n_dk + alpha)/(L_d + K alpha)``.
+
+    Returns
+    -------
+    theta : (D, K) float64, rows sum to 1.
+    """
+    np.random.seed(seed_)
+    V = n_wk.shape[0]
+    K = n_wk.shape[1]
+    D = doc_ptr.shape[0] - 1
+    inv = np.empty(K, dtype=np.float64)
+    for k in range(K):
+        inv[k] = 1.0 / (_nn(n_k[k]) + V * beta)
+    cum = np.empty(K, dtype=np.float64)
+    ndk = np.zeros(K, dtype=np.int64)
+    theta = np.zeros((D, K), dtype=np.float64)
+    for d in range(D):
+        start = doc_ptr[d]
+        L = doc_ptr[d + 1] - start
+        zz = np.empty(L, dtype=np.int64)
+        ndk[:] = 0
+        for j in range(L):
+            k = np.random.randint(0, K)
+            zz[j] = k
+            ndk[k] += 1
+        n_avg = 0
+        for it in range(n_iter):
+            for j in range(L):
+                w = words[start + j]
+                ndk[zz[j]] -= 1
+                acc = 0.0
+                for k in range(K):
+                    acc += (ndk[k] + alpha) * (_nn(n_wk[w, k]) + beta) * inv[k]
+                    cum[k] = acc
+                u = np.random.random() * acc
+                x = 0
+                while x < K - 1 and cum[x] <= u:
+                    x += 1
+                zz[j] = x
+                ndk[x] += 1
+            if it >= burn_in:
+                for k in range(K):
+                    theta[d, k] += (ndk[k] + alpha) / (L + K * alpha)
+                n_avg += 1
+        if n_avg == 0:
+            for k in range(K):
+                theta[d, k] = (ndk[k] + alpha) / (L + K * alpha)
+        else:
+            for k in range(K):
+                theta[d, k] /= n_avg
+    return theta
