@@ -523,3 +523,46 @@ class SGDState:
         """Apply all pending lazy regularisation (see :func:`apply_pending`)."""
         apply_pending(self.W, self.dW, self.G, self.last, self.t, self.schedule, self.eta0, self.power_t,
                       self.alpha, self.l1)
+
+
+@njit(cache=True, nogil=True)
+def sgd_pass_csr(indptr, indices, data, y, order, batch_size, W, b, dW, db, G, Gb, last, t, schedule, eta0,
+                 power_t, alpha, l1, fit_intercept, gbuf, touched):
+    """Mini-batch steps over ``order`` (local row ids) in consecutive batches of
+    ``batch_size``: the loop of :func:`sgd_step_csr` without per-batch Python
+    overhead. Returns ``(t_end, loss_sum)``: the next step number and the summed
+    log-loss of the rows before their steps. The touched features are not
+    reported (the caller knows the features of ``order``)."""
+    loss = 0.0
+    n = order.shape[0]
+    for s in range(0, n, batch_size):
+        e = min(s + batch_size, n)
+        _, l_b = sgd_step_csr(indptr, indices, data, y, order[s:e], W, b, dW, db, G, Gb, last, t, schedule, eta0,
+                              power_t, alpha, l1, fit_intercept, gbuf, touched)
+        loss += l_b
+        t += 1
+    return t, loss
+
+
+@njit(cache=True, nogil=True)
+def sgd_pass_dense(X, y, order, batch_size, W, b, dW, db, G, Gb, last, t, schedule, eta0, power_t, alpha, l1,
+                   fit_intercept, gbuf, touched):
+    """Dense-row version of :func:`sgd_pass_csr`."""
+    loss = 0.0
+    n = order.shape[0]
+    for s in range(0, n, batch_size):
+        e = min(s + batch_size, n)
+        _, l_b = sgd_step_dense(X, y, order[s:e], W, b, dW, db, G, Gb, last, t, schedule, eta0, power_t, alpha, l1,
+                                fit_intercept, gbuf, touched)
+        loss += l_b
+        t += 1
+    return t, loss
+
+
+@njit(cache=True, nogil=True)
+def mark_features(indptr, indices, rows, block, mask):
+    """Set ``mask[j // block] = True`` for every feature ``j`` of the CSR ``rows``."""
+    for ii in range(rows.shape[0]):
+        r = rows[ii]
+        for p in range(indptr[r], indptr[r + 1]):
+            mask[indices[p] // block] = True
