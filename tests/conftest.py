@@ -25,8 +25,17 @@ def _world():
     return MPI.COMM_WORLD
 
 
-@pytest.hookimpl(trylast=True)
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
+    # A rank stuck inside an MPI call never returns to Python, so a signal-based
+    # timeout would not fire there: under mpiexec use pytest-timeout's thread
+    # method (dump stacks, exit; mpiexec then takes the other ranks down).
+    if config.getoption("with_mpi", False):
+        config.option.timeout_method = "thread"
+
+
+def pytest_sessionstart(session):
+    config = session.config
     # Under mpiexec only rank 0 reports; failures on other ranks are printed by
     # the hook below before it aborts the run.
     if config.getoption("with_mpi", False):
@@ -34,7 +43,10 @@ def pytest_configure(config):
         if world is not None and world.rank != 0:
             reporter = config.pluginmanager.get_plugin("terminalreporter")
             if reporter is not None:
-                config.pluginmanager.unregister(reporter)
+                # keep the plugin (pytest-timeout and others need it), silence its output
+                from _pytest._io import TerminalWriter
+
+                reporter._tw = TerminalWriter(open(os.devnull, "w"))
 
 
 @pytest.hookimpl(hookwrapper=True)
