@@ -129,6 +129,9 @@ def _as_matrix(X, where="X"):
     return X
 
 
+_ADAGRAD_INIT = 0.1
+
+
 def _margins(X, W, b):
     if sp.issparse(X):
         return K.margins_csr(X.indptr, X.indices, X.data, W, b)
@@ -340,6 +343,11 @@ class LogisticRegression:
             "engine", ENGINE_SCHEMA, {"consistency": self.consistency, "staleness": int(self.staleness)}, ".")
         _warm(comm)
         tables = [TableSpec("W", nb, B * C, "float64"), TableSpec("b", 1, C, "float64")]
+        if self.learning_rate == "adagrad":
+            # shared AdaGrad accumulators: every worker steps with the same per-coordinate
+            # step sizes (worker-local ones would bias the fixed point of the summed updates)
+            tables += [TableSpec("G", nb, B * C, "float64", init=_ADAGRAD_INIT),
+                       TableSpec("Gb", 1, C, "float64", init=_ADAGRAD_INIT)]
         ps = ParameterServer.from_config(engine, tables, comm)
         try:
             self._train(ps, Xl, yl, te, C, B, nb, D, dense, seed, engine, on_clock)
@@ -357,9 +365,13 @@ class LogisticRegression:
         if n_tr == 0:
             raise DataError("no training rows (all held out?)")
         st = K.SGDState(D, 2 if C == 1 else C, self.learning_rate, self.eta0, self.power_t, self.alpha,
-                        self.l1, self.fit_intercept)
+                        self.l1, self.fit_intercept, adagrad_init=_ADAGRAD_INIT)
         Wb = st.W.reshape(nb, B * C)
         dWb = st.dW.reshape(nb, B * C)
+        shared_g = self.learning_rate == "adagrad"
+        Gb_ = st.G.reshape(nb, B * C)
+        G0 = np.empty_like(Gb_)  # the fetched accumulators (their change is this clock's G delta)
+        Gb0 = np.empty_like(st.Gb)
         cpe = int(self.clocks_per_epoch)
         # fixed chunks of local rows (one per clock of an epoch) and the blocks each touches
         perm0 = np.random.default_rng([seed, me, 7]).permutation(n_loc).astype(np.int64)
@@ -425,6 +437,15 @@ class LogisticRegression:
             else:
                 Wb[bl] = ps.get("W", bl)
             st.b[...] = ps.get("b", 0)
+            if shared_g:
+                if bl is None:
+                    Gb_[...] = ps.get("G")
+                    G0[...] = Gb_
+                else:
+                    Gb_[bl] = ps.get("G", bl)
+                    G0[bl] = Gb_[bl]
+                st.Gb[...] = ps.get("Gb", 0)
+                Gb0[...] = st.Gb
             order = chunks[k].copy()
             rng.shuffle(order)
             if dense:
@@ -444,6 +465,12 @@ class LogisticRegression:
                 dWb[bl] = 0.0
             ps.inc("b", 0, st.db)
             st.db[...] = 0.0
+            if shared_g:
+                if bl is None:
+                    ps.inc("G", None, Gb_ - G0)
+                else:
+                    ps.inc("G", bl, Gb_[bl] - G0[bl])
+                ps.inc("Gb", 0, st.Gb - Gb0)
             if self.average and epoch >= avg_from:
                 Wc, bc = caught_up()
                 state["na"] += 1
@@ -556,6 +583,7 @@ class LogisticRegression:
 
     def predict(self, X):
         """Predicted class labels."""
+        self._require()
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     def score(self, X, y):

@@ -1,0 +1,171 @@
+"""Logistic regression on Bösen: objective vs scikit-learn at any rank count, predictions,
+persistence, job runner, errors. Run at 1, 2, 4 ranks:
+
+    mpiexec -n 4 python -m pytest --with-mpi -m mpi -q tests/test_logreg.py
+"""
+
+import os
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from petuum_mpi.apps import logreg_kernels as K
+from petuum_mpi.apps.logreg import LogisticRegression, holdout_mask
+from petuum_mpi.data.synth import make_classification
+from petuum_mpi.errors import ConfigError, DataError, UsageError
+
+sklearn = pytest.importorskip("sklearn.linear_model")
+
+
+def _sk_objective(X, y, alpha):
+    """Objective of scikit-learn's LogisticRegression(C=1/(n alpha)) optimum (tight tolerance)."""
+    n = X.shape[0]
+    sk = sklearn.LogisticRegression(C=1.0 / (n * alpha), tol=1e-10, max_iter=10000).fit(X, y)
+    Xc = sp.csr_matrix(X)
+    yk = np.searchsorted(sk.classes_, y).astype(np.float64)
+    return K.objective_csr(Xc.indptr, Xc.indices, Xc.data, yk, np.ascontiguousarray(sk.coef_.T), sk.intercept_,
+                           alpha, 0.0), sk
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("consistency,n_classes", [("bsp", 2), ("ssp", 2), ("ssp", 3), ("essp", 2), ("asp", 2)])
+def test_objective_reaches_sklearn(comm, consistency, n_classes):
+    alpha = 1e-2
+    X, y, _ = make_classification(1500, 200, n_classes=n_classes, nnz=20000, seed=3)
+    f_sk, _ = _sk_objective(X, y, alpha)
+    m = LogisticRegression(alpha=alpha, max_iter=30, consistency=consistency,
+                           staleness=2, eval_every=10,
+                           comm=comm).fit(X, y)
+    rel = (m.objective_ - f_sk) / f_sk
+    assert -1e-6 < rel < 1e-3, (consistency, n_classes, m.objective_, f_sk, rel)
+    # the reported objective is the objective of the returned model on all rows
+    assert m.objective(X, y) == pytest.approx(m.objective_, rel=1e-10)
+    # every rank holds the same model
+    allc = comm.allgather(m.coef_)
+    for c in allc:
+        np.testing.assert_array_equal(c, allc[0])
+    assert m.history_[-1]["train_accuracy"] > 0.6
+
+
+@pytest.mark.mpi
+@pytest.mark.nolocal
+def test_dense_features_and_holdout(comm):
+    alpha = 1e-2
+    X, y, _ = make_classification(1200, 40, nnz=None, dense=True, seed=5)
+    rows = np.arange(X.shape[0])
+    held = holdout_mask(rows, 0.2, 7)
+    assert 0.1 < held.mean() < 0.3
+    f_sk, sk = _sk_objective(X[~held], y[~held], alpha)
+    m = LogisticRegression(alpha=alpha, max_iter=30, holdout=0.2, random_state=7, consistency="ssp",
+                           eval_every=1000, comm=comm).fit(X, y)
+    rel = (m.objective_ - f_sk) / f_sk
+    assert -1e-6 < rel < 1e-3, rel
+    last = m.history_[-1]
+    # test figures are those of the returned model on exactly the held-out rows
+    p = m.predict_proba(X[held])
+    ll = -np.mean(np.log(p[np.arange(held.sum()), y[held]]))
+    assert last["test_logloss"] == pytest.approx(ll, rel=1e-9)
+    assert last["test_accuracy"] == pytest.approx(np.mean(m.predict(X[held]) == y[held]), abs=1e-12)
+    assert last["test_accuracy"] == pytest.approx(sk.score(X[held], y[held]), abs=0.03)
+
+
+def test_predict_proba_matches_numpy_and_roundtrip(tmp_path):
+    X, y, _ = make_classification(400, 30, n_classes=3, nnz=3000, seed=1)
+    labels = np.array(["a", "b", "c"])[y]
+    m = LogisticRegression(alpha=1e-2, max_iter=5).fit(X, labels)
+    assert list(m.classes_) == ["a", "b", "c"]
+    Z = X @ m.coef_.T + m.intercept_
+    P = np.exp(Z - Z.max(1, keepdims=True))
+    P /= P.sum(1, keepdims=True)
+    np.testing.assert_allclose(m.predict_proba(X), P, rtol=1e-10, atol=1e-12)
+    assert (m.predict(X) == m.classes_[P.argmax(1)]).all()
+    # binary: columns [1 - p, p]
+    Xb, yb, _ = make_classification(300, 20, nnz=2000, seed=2)
+    mb = LogisticRegression(alpha=1e-2, max_iter=5).fit(Xb, yb)
+    p1 = 1 / (1 + np.exp(-(Xb @ mb.coef_[0] + mb.intercept_[0])))
+    np.testing.assert_allclose(mb.predict_proba(Xb)[:, 1], p1, rtol=1e-10)
+    path = str(tmp_path / "m.h5")
+    mb.save(path)
+    m2 = LogisticRegression.load(path)
+    np.testing.assert_array_equal(m2.predict(Xb), mb.predict(Xb))
+    assert m2.objective(Xb, yb) == pytest.approx(mb.objective_, rel=1e-10)
+
+
+def test_l1_gives_sparse_model():
+    X, y, _ = make_classification(800, 100, nnz=8000, n_informative=5, seed=4)
+    m = LogisticRegression(alpha=1e-3, l1=5e-2, max_iter=20, average=False).fit(X, y)
+    dense = LogisticRegression(alpha=1e-3, max_iter=20, average=False).fit(X, y)
+    assert np.count_nonzero(dense.coef_) == 100
+    assert np.count_nonzero(m.coef_) < 0.85 * np.count_nonzero(dense.coef_)
+
+
+@pytest.mark.parametrize("kw,needle", [
+    ({"alpha": -1.0}, "alpha"), ({"learning_rate": "fast"}, "learning_rate"), ({"batch_size": 0}, "batch_size"),
+    ({"eta0": 0.0}, "eta0"), ({"holdout": 1.0}, "holdout"), ({"consistency": "strict"}, "consistency"),
+    ({"max_iter": 2.5}, "max_iter"), ({"average": "yes"}, "average"),
+])
+def test_bad_parameters(kw, needle):
+    X, y, _ = make_classification(50, 5, nnz=100, seed=0)
+    with pytest.raises(ConfigError, match=needle):
+        LogisticRegression(**kw).fit(X, y)
+
+
+def test_bad_data():
+    X, y, _ = make_classification(50, 5, nnz=100, seed=0)
+    with pytest.raises(DataError, match="2 classes"):
+        LogisticRegression().fit(X, np.zeros(50))
+    with pytest.raises(DataError, match="rows"):
+        LogisticRegression().fit(X, y[:-1])
+    Xn = X.toarray()
+    Xn[3, 2] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        LogisticRegression().fit(Xn, y)
+    with pytest.raises(UsageError, match="fit"):
+        LogisticRegression().predict(X)
+    m = LogisticRegression(max_iter=1).fit(X, y)
+    with pytest.raises(DataError, match="features"):
+        m.predict(np.zeros((2, 6)))
+    with pytest.raises(DataError, match="label"):
+        m.objective(X, y + 5)
+
+
+@pytest.mark.mpi
+def test_run_job_end_to_end(comm, shared_tmp):
+    from petuum_mpi.cli import run_job_file
+    from petuum_mpi.data import write_matrix
+
+    X, y, _ = make_classification(1000, 100, nnz=10000, seed=8)
+    data = os.path.join(shared_tmp, "clf")
+    if comm.rank == 0:
+        write_matrix(data, X, y, n_shards=3, task="classification", n_classes=2)
+        with open(os.path.join(shared_tmp, "job.toml"), "w") as fh:
+            fh.write(f'app = "logreg"\n[data]\ntrain = "{data}"\n[model]\nalpha = 0.01\nmax_iter = 40\n'
+                     f'holdout = 0.1\n[engine]\nconsistency = "ssp"\nstaleness = 1\n'
+                     f'[run]\noutput_dir = "{shared_tmp}/runs"\nname = "lr"\nprogress = "off"\n')
+    comm.Barrier()
+    summary = run_job_file(os.path.join(shared_tmp, "job.toml"), ["model.max_iter=60"], comm)
+    held = holdout_mask(np.arange(1000), 0.1, 0)
+    f_sk, _ = _sk_objective(X[~held], y[~held], 0.01)
+    assert abs(summary["objective"] - f_sk) / f_sk < 1e-3, (summary["objective"], f_sk)
+    assert summary["clocks"] == 60 and "test_accuracy" in summary
+    assert comm.rank != 0 or summary["ps"]["staleness_max"] <= 1
+    model = os.path.join(shared_tmp, "runs", "lr", "model.h5")
+    m = LogisticRegression.load(model)
+    assert m.objective(X[~held], y[~held]) == pytest.approx(summary["objective"], rel=1e-9)
+    rows = [__import__("json").loads(x) for x in open(os.path.join(shared_tmp, "runs", "lr", "metrics.jsonl"))]
+    assert len(rows) == 60 and all("objective" in r and "staleness_mean" in r for r in rows)
+    comm.Barrier()
+
+
+@pytest.mark.mpi
+def test_bad_job_values(comm, shared_tmp):
+    from petuum_mpi.config import load_job
+
+    path = os.path.join(shared_tmp, "bad.toml")
+    if comm.rank == 0:
+        with open(path, "w") as fh:
+            fh.write(f'app = "logreg"\n[data]\ntrain = "{shared_tmp}"\n[model]\nlearning_rate = "fast"\n')
+    comm.Barrier()
+    with pytest.raises(ConfigError, match="learning_rate"):
+        load_job(path, comm=comm)
