@@ -176,8 +176,16 @@ def cmd_launch(args) -> int:
     cmd = [find_mpiexec(), "-n", str(args.n), *args.mpiexec_arg, sys.executable, "-m", "petuum_mpi", "run", args.job]
     for s in args.set or ():
         cmd += ["--set", s]
+    env = dict(os.environ)
+    if args.n > (os.cpu_count() or 1):
+        # MPICH busy-polls inside MPI calls; with more ranks than cores, make
+        # waiting ranks yield the core (measured: 4 ranks on 2 cores, 5-15x more
+        # allreduce rounds per second).
+        env.setdefault("MPIR_CVAR_POLLS_BEFORE_YIELD", "1")
+        print(f"petuum-mpi: {args.n} ranks on {os.cpu_count()} cores: oversubscribed, "
+              "waiting ranks yield the CPU (MPIR_CVAR_POLLS_BEFORE_YIELD=1)", file=sys.stderr)
     print("petuum-mpi: " + " ".join(cmd), file=sys.stderr, flush=True)
-    return subprocess.call(cmd)
+    return subprocess.call(cmd, env=env)
 
 
 # ------------------------------------------------------------------- plot
