@@ -145,6 +145,7 @@ def test_run_job_end_to_end(comm, shared_tmp):
                      f'[run]\noutput_dir = "{shared_tmp}/runs"\nname = "lr"\nprogress = "off"\n')
     comm.Barrier()
     summary = run_job_file(os.path.join(shared_tmp, "job.toml"), ["model.max_iter=60"], comm)
+    comm.Barrier()  # rank 0 writes the run directory
     held = holdout_mask(np.arange(1000), 0.1, 0)
     f_sk, _ = _sk_objective(X[~held], y[~held], 0.01)
     assert abs(summary["objective"] - f_sk) / f_sk < 1e-3, (summary["objective"], f_sk)

@@ -293,6 +293,8 @@ class MatrixFactorization:
             t0 = time.perf_counter()
             if Kc:
                 Vl[...] = ps.get("V")
+                if self.nonneg:  # summed deltas of several workers can cross 0: project on read
+                    np.maximum(Vl, 0, out=Vl)
             if self.use_bias:
                 bi[...] = ps.get("c", 0)
             a, b = cuts[k], cuts[k + 1]
@@ -346,6 +348,8 @@ class MatrixFactorization:
         """Collective: train/test RMSE (item tables re-read; fresh=True after a barrier)."""
         if Kc:
             V[...] = ps.get("V")
+            if self.nonneg:
+                np.maximum(V, 0, out=V)
         if self.use_bias:
             bi[...] = ps.get("c", 0)
         s_tr = K.sse(ul, il, vl, U, V, bu, bi, mu, self.use_bias)

@@ -1,0 +1,123 @@
+"""Matrix factorization on Bösen: planted low-rank truth at any rank count, NMF, predict /
+recommend vs NumPy, persistence, job runner, errors.
+
+    mpiexec -n 4 python -m pytest --with-mpi -m mpi -q tests/test_mf.py
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from petuum_mpi.apps.mf import MatrixFactorization
+from petuum_mpi.data.synth import make_ratings
+from petuum_mpi.errors import ConfigError, DataError, UsageError
+
+NOISE = 0.5
+
+
+def _data(seed=0, n_users=400, n_items=300):
+    u, i, v, U, V = make_ratings(n_users, n_items, rank=4, noise=NOISE, density=0.6, offset=3.0, seed=seed)
+    te = np.random.default_rng(seed + 1).random(u.size) < 0.1
+    return (u[~te], i[~te], v[~te]), (u[te], i[te], v[te])
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("consistency", ["bsp", "ssp", "asp"])
+def test_reaches_noise_level(comm, consistency):
+    train, test = _data()
+    m = MatrixFactorization(n_components=4, max_iter=40, clocks_per_epoch=2, init_scale=0.3, eval_every=20,
+                            consistency=consistency, staleness=2, comm=comm).fit(train, 400, 300, test=test)
+    assert m.test_rmse_ < 1.05 * NOISE, (consistency, m.test_rmse_)
+    assert 0.8 * NOISE < m.train_rmse_ < 1.05 * NOISE, m.train_rmse_
+    # reported RMSEs are those of the returned model (recomputed with NumPy)
+    p = (m.user_factors_[test[0]] * m.item_factors_[test[1]]).sum(1) + m.mean_ + m.user_bias_[test[0]] \
+        + m.item_bias_[test[1]]
+    assert np.sqrt(np.mean((test[2] - p) ** 2)) == pytest.approx(m.test_rmse_, rel=1e-4)
+    assert m.mean_ == pytest.approx(train[2].mean(), rel=1e-12)
+    # every rank holds the same model
+    allv = comm.allgather(m.item_factors_)
+    for v in allv:
+        np.testing.assert_array_equal(v, allv[0])
+
+
+@pytest.mark.mpi
+@pytest.mark.nolocal
+def test_nmf_and_holdout(comm):
+    rng = np.random.default_rng(3)
+    Ut, Vt = rng.gamma(2.0, 0.5, (300, 3)), rng.gamma(2.0, 0.5, (200, 3))
+    mask = rng.random((300, 200)) < 0.6
+    u, i = np.nonzero(mask)
+    v = np.einsum("nk,nk->n", Ut[u], Vt[i]) + 0.3 * rng.standard_normal(u.size)
+    m = MatrixFactorization(n_components=3, nonneg=True, use_bias=False, max_iter=40, init_scale=0.5, holdout=0.1,
+                            consistency="ssp", comm=comm).fit((u, i, v), 300, 200)
+    assert m.user_factors_.min() >= 0 and m.item_factors_.min() >= 0
+    assert m.test_rmse_ < 1.1 * 0.3, m.test_rmse_
+    assert m.mean_ == 0.0
+
+
+def test_predict_recommend_and_roundtrip(tmp_path):
+    train, test = _data(seed=2, n_users=100, n_items=80)
+    m = MatrixFactorization(n_components=4, max_iter=5).fit(train, 100, 80)
+    pred = m.predict(test[0], test[1])
+    ref = (m.user_factors_[test[0]] * m.item_factors_[test[1]]).sum(1) + m.mean_ + m.user_bias_[test[0]] \
+        + m.item_bias_[test[1]]
+    np.testing.assert_allclose(pred, ref, rtol=1e-10)
+    assert m.predict(3, 5) == pytest.approx(float(m.predict(np.array([3]), np.array([5]))[0]))
+    ids, scores = m.recommend(7, k=5, exclude=[0, 1])
+    allscores = m.predict(np.full(80, 7), np.arange(80))
+    allscores[[0, 1]] = -np.inf
+    assert list(ids) == list(np.argsort(-allscores, kind="stable")[:5])
+    np.testing.assert_allclose(scores, allscores[ids], rtol=1e-10)
+    path = str(tmp_path / "mf.h5")
+    m.save(path)
+    m2 = MatrixFactorization.load(path)
+    np.testing.assert_allclose(m2.predict(test[0], test[1]), pred, rtol=1e-12)
+
+
+def test_errors():
+    train, _ = _data(n_users=50, n_items=40)
+    with pytest.raises(ConfigError, match="n_components"):
+        MatrixFactorization(n_components=-1).fit(train)
+    with pytest.raises(ConfigError, match="dtype"):
+        MatrixFactorization(dtype="float16").fit(train)
+    with pytest.raises(ConfigError, match="eta0"):
+        MatrixFactorization(eta0=0).fit(train)
+    with pytest.raises(DataError, match="unknown item id 40"):
+        MatrixFactorization().fit((train[0], np.where(train[1] == 0, 40, train[1]), train[2]), 50, 40)
+    with pytest.raises(DataError, match="unknown user id"):
+        MatrixFactorization().fit((train[0] - 1, train[1], train[2]), 50, 40)
+    with pytest.raises(DataError, match="rating"):
+        MatrixFactorization().fit((train[0], train[1], np.full(train[2].shape, np.nan)), 50, 40)
+    with pytest.raises(UsageError, match="fit"):
+        MatrixFactorization().predict([0], [0])
+    m = MatrixFactorization(max_iter=1).fit(train, 50, 40)
+    with pytest.raises(DataError, match="unknown item id"):
+        m.predict([0], [40])
+    with pytest.raises(DataError, match="unknown user id"):
+        m.recommend(50)
+
+
+@pytest.mark.mpi
+def test_run_job_end_to_end(comm, shared_tmp):
+    from petuum_mpi.cli import run_job_file
+    from petuum_mpi.data import write_ratings
+
+    train, test = _data(seed=4)
+    if comm.rank == 0:
+        write_ratings(os.path.join(shared_tmp, "tr"), *train, 400, 300, n_shards=3)
+        write_ratings(os.path.join(shared_tmp, "te"), *test, 400, 300, n_shards=2)
+        with open(os.path.join(shared_tmp, "job.toml"), "w") as fh:
+            fh.write(f'app = "mf"\n[data]\ntrain = "tr"\ntest = "te"\n[model]\nn_components = 4\nmax_iter = 40\n'
+                     f'init_scale = 0.3\n[engine]\nconsistency = "ssp"\nstaleness = 1\n'
+                     f'[run]\noutput_dir = "{shared_tmp}/runs"\nname = "mf"\nprogress = "off"\n')
+    comm.Barrier()
+    s = run_job_file(os.path.join(shared_tmp, "job.toml"), ["model.clocks_per_epoch=2"], comm)
+    comm.Barrier()  # rank 0 writes the run directory
+    assert s["test_rmse"] < 1.05 * NOISE and s["clocks"] == 80
+    m = MatrixFactorization.load(os.path.join(shared_tmp, "runs", "mf", "model.h5"))
+    assert m.rmse(*test) == pytest.approx(s["test_rmse"], rel=1e-4)
+    rows = [json.loads(x) for x in open(os.path.join(shared_tmp, "runs", "mf", "metrics.jsonl"))]
+    assert len(rows) == 80 and all("train_rmse" in r and "test_rmse" in r and "staleness_mean" in r for r in rows)
+    comm.Barrier()
