@@ -45,7 +45,7 @@ def _jsonable(v: Any) -> Any:
 class RunDir:
     """Writer of one run directory (rank 0 only)."""
 
-    def __init__(self, path: str | None, comm=None):
+    def __init__(self, path: str | None, comm=None, append: bool = False):
         from .runtime import get_comm
 
         self.comm = get_comm(comm)
@@ -56,7 +56,8 @@ class RunDir:
         self._log = None
         if self.active:
             os.makedirs(path, exist_ok=True)
-            self._metrics = open(os.path.join(path, "metrics.jsonl"), "a", buffering=1)
+            # a resumed run continues its metrics; a new run with the same name replaces them
+            self._metrics = open(os.path.join(path, "metrics.jsonl"), "a" if append else "w", buffering=1)
             self._log = open(os.path.join(path, "log.txt"), "a", buffering=1)
 
     @classmethod
@@ -84,8 +85,7 @@ class RunDir:
         path, err = comm.bcast((path, err), root=0)
         if err:
             raise ConfigError(err)
-        rd = cls(path, comm)
-        return rd
+        return cls(path, comm, append=bool(job.get("engine", {}).get("resume", False)))
 
     # -- writing -------------------------------------------------------
     def write_config(self, job: Mapping[str, Any]) -> None:
