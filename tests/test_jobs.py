@@ -94,7 +94,7 @@ def _copy(src, dst):
         ("unknown_key", "[model] alfa: unknown key", 2),
         ("bad_value", "[model] alpha: must be > 0", 2),
         ("missing_data", "[data] train: not found", 2),
-        ("too_many_ranks", "rank", 4),
+        ("too_many_ranks", "cannot split 3 rows over 4 ranks", 4),
     ],
 )
 def test_bad_input_fails_fast_with_one_message(regression, tmp_path, case, needle, n):
