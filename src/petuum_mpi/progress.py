@@ -32,6 +32,7 @@ class Progress:
         self._last = 0.0
         self._t0 = time.perf_counter()
         self._figures: dict[str, Any] = {}
+        self._printed_n = -1
         self._bar = None
         if mode == "bar":
             from tqdm import tqdm
@@ -54,6 +55,7 @@ class Progress:
             self._line()
 
     def _line(self) -> None:
+        self._printed_n = self.n
         of = f"/{self.total}" if self.total is not None else ""
         figs = " ".join(f"{k}={_fmt(v)}" for k, v in self._figures.items())
         el = time.perf_counter() - self._t0
@@ -63,7 +65,7 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        elif self.mode == "lines" and self.n and time.perf_counter() - self._last > 0:
+        elif self.mode == "lines" and self.n and self._printed_n != self.n:
             self._line()
         self.mode = "off"
 
