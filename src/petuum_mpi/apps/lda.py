@@ -60,6 +60,9 @@ SCHEMA = {
             "sampler": Field(str, default="auto", choices=SAMPLERS,
                              help=f"mh (O(1)/token), plain (O(K)/token), auto (plain if K < {AUTO_MH_MIN_K})"),
             "mh_steps": Field(int, default=2, min=1, help="Metropolis-Hastings (doc, word) proposal pairs per token"),
+            "clocks_per_iter": Field(int, default=1, min=1,
+                                     help="parameter-server clocks per sweep (the local documents are cut into this "
+                                          "many chunks; more = fresher counts, more communication)"),
             "evaluate_every": Field(int, default=1, min=0,
                                     help="compute log p(w,z) every N iterations (0 = only at the end)"),
             "perplexity_every": Field(int, default=0, min=0,
@@ -191,6 +194,11 @@ class LDA:
         whatever K is; ``plain``: exact O(K) conditional; ``auto``: plain when
         ``K < AUTO_MH_MIN_K``, else mh.
     mh_steps : int, default 2
+    clocks_per_iter : int, default 1
+        Parameter-server clocks per sweep: the local documents are cut into this
+        many chunks (by tokens), each followed by a pull/push/clock, so other
+        workers' updates arrive within the sweep (faster convergence per sweep
+        on many ranks; more communication).
     evaluate_every : int, default 1
         Compute log p(w, z) every N iterations (0: only at the end).
     perplexity_every : int, default 0
@@ -224,7 +232,7 @@ class LDA:
     """
 
     def __init__(self, n_components=10, *, doc_topic_prior=0.1, topic_word_prior=0.01, max_iter=100,
-                 sampler="auto", mh_steps=2, evaluate_every=1, perplexity_every=0, perplexity_iter=20,
+                 sampler="auto", mh_steps=2, clocks_per_iter=1, evaluate_every=1, perplexity_every=0, perplexity_iter=20,
                  n_top_words=10, random_state=0, consistency="ssp", staleness=1, engine=None, comm=None):
         self.n_components = n_components
         self.doc_topic_prior = doc_topic_prior
@@ -232,6 +240,7 @@ class LDA:
         self.max_iter = max_iter
         self.sampler = sampler
         self.mh_steps = mh_steps
+        self.clocks_per_iter = clocks_per_iter
         self.evaluate_every = evaluate_every
         self.perplexity_every = perplexity_every
         self.perplexity_iter = perplexity_iter
@@ -257,6 +266,7 @@ class LDA:
         integer("n_components", 1)
         integer("max_iter", 1)
         integer("mh_steps", 1)
+        integer("clocks_per_iter", 1)
         integer("evaluate_every", 0)
         integer("perplexity_every", 0)
         integer("perplexity_iter", 1)
@@ -379,7 +389,8 @@ class LDA:
             start_iter = 0
             resumed = ps.resume() if engine.get("resume") else None
             if resumed is not None:
-                start_iter, state = resumed
+                clk, state = resumed
+                start_iter = int(clk) // int(self.clocks_per_iter)  # snapshots hold a consistent z at any clock
                 zs = None if state is None else state.get("z")
                 if zs is None or np.asarray(zs).shape != (N,):
                     raise ConfigError(
@@ -396,22 +407,31 @@ class LDA:
                 m_wk = np.zeros((V, K), dtype=np.int32)
                 lk.count_tables(tok_ptr, words, z, np.zeros((D, K), np.int32), m_wk, np.zeros(K, np.int64))
                 index = lk.build_word_index(words, V)
+            n_chunks = int(self.clocks_per_iter)
+            chunks = np.searchsorted(tok_ptr, np.linspace(0, N, n_chunks + 1)).astype(np.int64)
+            chunks[0], chunks[-1] = 0, D
+            chunks = np.maximum.accumulate(chunks)
             t_loop = time.perf_counter()
             t_sweep_total = 0.0
             for it in range(start_iter, max(start_iter, int(self.max_iter))):
                 t0 = time.perf_counter()
-                self._pull(ps, rows, dense, nwk, nk)
-                t1 = time.perf_counter()
-                s = _seed(seed0, comm.rank, it, 2)
-                if kind == "mh":
-                    changed = lk.sweep_mh(tok_ptr, words, z, n_dk, nwk, nk, m_wk, *index, d_wk, d_k, alpha, beta,
-                                          int(self.mh_steps), s)
-                else:
-                    changed = lk.sweep_plain(tok_ptr, words, z, n_dk, nwk, nk, d_wk, d_k, alpha, beta, s)
-                t2 = time.perf_counter()
-                self._push(ps, rows, dense, d_wk, d_k)
-                ps.clock(state=lambda: {"z": z})
+                changed, t_s = 0, 0.0
+                for c in range(n_chunks):  # one clock per chunk of the local documents
+                    a, b = chunks[c], chunks[c + 1]
+                    self._pull(ps, rows, dense, nwk, nk)
+                    ts = time.perf_counter()
+                    s = _seed(seed0, comm.rank, it, c, 2)
+                    if kind == "mh":
+                        changed += lk.sweep_mh(tok_ptr[a:b + 1], words, z, n_dk[a:b], nwk, nk, m_wk, *index, d_wk,
+                                               d_k, alpha, beta, int(self.mh_steps), s)
+                    else:
+                        changed += lk.sweep_plain(tok_ptr[a:b + 1], words, z, n_dk[a:b], nwk, nk, d_wk, d_k, alpha,
+                                                  beta, s)
+                    t_s += time.perf_counter() - ts
+                    self._push(ps, rows, dense, d_wk, d_k)
+                    ps.clock(state=lambda: {"z": z})
                 t3 = time.perf_counter()
+                t1, t2 = 0.0, t_s
                 t_sweep_total += t2 - t1
                 last = it + 1 == self.max_iter
                 ev = self.evaluate_every and ((it + 1) % self.evaluate_every == 0) and not last
@@ -630,6 +650,7 @@ def run_job(job: dict, ctx) -> dict:
     m, eng = job["model"], job["engine"]
     est = LDA(m["n_components"], doc_topic_prior=m["doc_topic_prior"], topic_word_prior=m["topic_word_prior"],
               max_iter=m["max_iter"], sampler=m["sampler"], mh_steps=m["mh_steps"],
+              clocks_per_iter=m["clocks_per_iter"],
               evaluate_every=m["evaluate_every"], perplexity_every=m["perplexity_every"],
               perplexity_iter=m["perplexity_iter"], n_top_words=m["n_top_words"], random_state=job["run"]["seed"],
               engine=eng, comm=ctx.comm)

@@ -1,0 +1,143 @@
+"""LDA app on Bösen vs. the ``lda`` package (collapsed Gibbs in Cython), same run.
+
+Corpus: drawn from LDA (``make_lda_corpus``), 20,000 documents x ~150 tokens
+(~3M tokens), 20,000 words, 100 planted topics; fitted at K = 50 and K = 1000.
+
+Rows (per K):
+
+* tokens/s per rank of ``petuum_mpi.apps.lda.LDA.fit`` (whole fit: setup, sweeps,
+  final barrier, likelihood) vs. ``lda.LDA.fit`` on one core (whole fit);
+  targets >= 2x at K = 50 and >= 5x at K = 1000;
+* per-token log p(w, z) after the same number of sweeps, both computed with the
+  same Griffiths-Steyvers formula (``lda_kernels.log_joint``) from the final
+  counts; ratio = ours - lda (>= 0 means at least as good);
+* with more than one rank: the same fit on rank 0 alone (sub-communicator)
+  vs. all ranks -> speedup.
+
+Run briefly (the baseline takes ~30 s per sweep at K = 1000)::
+
+    .venv/bin/python benchmarks/bench_lda.py --iters 10 --iters-1000 3
+    .venv/bin/mpiexec -n 2 .venv/bin/python benchmarks/bench_lda.py --iters 10 --iters-1000 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Bench  # noqa: E402
+
+from petuum_mpi.apps import lda_kernels as lk  # noqa: E402
+from petuum_mpi.apps.lda import LDA  # noqa: E402
+from petuum_mpi.data import write_bow  # noqa: E402
+from petuum_mpi.data.synth import make_lda_corpus  # noqa: E402
+
+ALPHA, BETA = 0.1, 0.01
+
+
+def main():
+    ap = argparse.ArgumentParser(description="benchmark: lda")
+    ap.add_argument("--docs", type=int, default=20_000)
+    ap.add_argument("--words", type=int, default=20_000)
+    ap.add_argument("--doc-length", type=float, default=150.0)
+    ap.add_argument("--k", type=int, nargs="+", default=[50, 1000])
+    ap.add_argument("--iters", type=int, default=10, help="sweeps at K < 1000 (both implementations)")
+    ap.add_argument("--iters-1000", type=int, default=3, help="sweeps at K >= 1000 (both implementations)")
+    ap.add_argument("--sampler", default="auto", choices=("auto", "mh", "plain"))
+    ap.add_argument("--consistency", default="ssp")
+    ap.add_argument("--staleness", type=int, default=1)
+    ap.add_argument("--clocks-per-iter", type=int, default=None, help="default: 1 at one rank, 4 otherwise")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the lda package")
+    bench = Bench("lda", parser=ap)
+    a = bench.args
+    comm = bench.comm
+    logging.getLogger("lda").setLevel(logging.WARNING)
+
+    tmp = None
+    if bench.rank == 0:
+        tmp = tempfile.mkdtemp(prefix="bench_lda_")
+        doc_ptr, word_ids, counts, _, _ = make_lda_corpus(a.docs, a.words, 100, doc_length=a.doc_length,
+                                                          alpha=ALPHA, beta=BETA, seed=1)
+        write_bow(os.path.join(tmp, "corpus"), doc_ptr, word_ids, counts, a.words, n_shards=4)
+    tmp = comm.bcast(tmp, root=0)
+    path = os.path.join(tmp, "corpus")
+    if bench.rank == 0:
+        import scipy.sparse as sp
+
+        X = sp.csr_matrix((counts.astype(np.int64), word_ids, doc_ptr), shape=(a.docs, a.words))
+        N = int(counts.sum())
+        tok_ptr = np.zeros(a.docs + 1, np.int64)
+        np.cumsum(np.asarray(X.sum(axis=1)).ravel(), out=tok_ptr[1:])
+    N = comm.bcast(N if bench.rank == 0 else None, root=0)
+    data = f"LDA corpus {a.docs} docs, {a.words} words, {N / 1e6:.2f}M tokens"
+    cpi = a.clocks_per_iter or 4
+    solo = comm.Split(0 if bench.rank == 0 else 1, bench.rank) if bench.size > 1 else None
+
+    try:
+        for K in a.k:
+            iters = a.iters_1000 if K >= 1000 else a.iters
+            # baseline: lda package, one core, rank 0 (other ranks wait)
+            t_lda, ll_lda = None, None
+            if not a.no_baseline and bench.rank == 0:
+                import lda
+
+                t0 = time.perf_counter()
+                m = lda.LDA(n_topics=K, n_iter=iters, alpha=ALPHA, eta=BETA, random_state=1, refresh=10**9).fit(X)
+                t_lda = time.perf_counter() - t0
+                ll_lda = lk.log_joint(tok_ptr, m.ndz_, np.ascontiguousarray(m.nzw_.T), m.nz_.astype(np.int64),
+                                      ALPHA, BETA) / N
+                del m
+            bench.barrier()
+
+            def fit(c):
+                est = LDA(K, doc_topic_prior=ALPHA, topic_word_prior=BETA, max_iter=iters, sampler=a.sampler,
+                          evaluate_every=0, clocks_per_iter=cpi if c.size > 1 else 1, consistency=a.consistency, staleness=a.staleness, random_state=1,
+                          comm=c)
+                c.Barrier()
+                t0 = time.perf_counter()
+                est.fit(path)
+                c.Barrier()
+                return time.perf_counter() - t0, est
+
+            t1 = None
+            if solo is not None:  # the same fit on rank 0 alone, for the speedup
+                if bench.rank == 0:
+                    t1, _ = fit(solo)
+                bench.barrier()
+            t, est = fit(comm)
+            tput = N * iters / t / bench.size
+            base = N * iters / t_lda if t_lda else None
+            target = {50: ">= 2x", 1000: ">= 5x"}.get(K, "")
+            bench.row(f"LDA fit K={K} ({est.sampler_}, {iters} sweeps, {a.consistency})", data=data,
+                      metric="tokens/s per rank", value=tput, baseline=base,
+                      baseline_name="lda package 3.0 (Cython collapsed Gibbs, 1 core, whole fit)", target=target)
+            bench.row(f"LDA sampling loop K={K}", data=data, metric="tokens/s (all ranks, loop only)",
+                      value=est.tokens_per_s_, baseline=base, baseline_name="lda package whole fit")
+            if ll_lda is not None:
+                bench.row(f"LDA per-token log p(w,z) after {iters} sweeps K={K}", data=data, metric="loglik/token",
+                          value=est.loglik_per_token_, baseline=ll_lda, baseline_name="lda package (same formula)",
+                          target="ours >= lda", difference=est.loglik_per_token_ - ll_lda)
+                if bench.rank == 0:
+                    print(f"  loglik/token difference ours - lda = {est.loglik_per_token_ - ll_lda:+.4f}",
+                          flush=True)
+            if solo is not None:
+                t1 = comm.bcast(t1, root=0)
+                bench.row(f"LDA fit K={K} speedup 1 -> {bench.size} ranks", data=data, metric="speedup",
+                          value=t1 / t, baseline=float(bench.size), baseline_name="ideal")
+    finally:
+        bench.barrier()
+        if bench.rank == 0 and tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    bench.finish()
+
+
+if __name__ == "__main__":
+    main()
