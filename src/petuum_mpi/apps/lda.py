@@ -589,7 +589,8 @@ class LDA:
         arrays = {"word_topic_counts": self.word_topic_counts_, "topic_counts": self.topic_counts_,
                   "top_words": self.top_words_}
         if self.vocab_ is not None:
-            arrays["vocab"] = np.array([w.encode("utf-8") for w in self.vocab_], dtype=object)
+            enc = [w.encode("utf-8") for w in self.vocab_]
+            arrays["vocab"] = np.array(enc, dtype=f"S{max(1, max(map(len, enc), default=1))}")
         attrs = {"model": "lda", "n_components": int(self.n_components),
                  "doc_topic_prior": float(self.doc_topic_prior), "topic_word_prior": float(self.topic_word_prior),
                  "n_iter": int(self.n_iter_), "sampler": self.sampler_, "loglik": float(self.loglik_),
@@ -603,10 +604,7 @@ class LDA:
         arrays, attrs = self.model_arrays()
         with h5py.File(path, "w") as f:
             for k, v in arrays.items():
-                if k == "vocab":
-                    f.create_dataset(k, data=v, dtype=h5py.string_dtype())
-                else:
-                    f.create_dataset(k, data=v)
+                f.create_dataset(k, data=v)
             f.attrs.update(attrs)
 
     @classmethod
@@ -672,7 +670,7 @@ def run_job(job: dict, ctx) -> dict:
     finally:
         prog.close()
     arrays, attrs = est.model_arrays()
-    ctx.rundir.save_model({k: v for k, v in arrays.items() if k != "vocab"}, attrs)
+    ctx.rundir.save_model(arrays, attrs)
     lines = [f"topic {k:3d} ({int(est.topic_counts_[k])} tokens): " + " ".join(ws)
              for k, ws in enumerate(est.top_words_text_)]
     for line in lines:
