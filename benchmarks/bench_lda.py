@@ -54,7 +54,7 @@ def main():
     ap.add_argument("--sampler", default="auto", choices=("auto", "mh", "plain"))
     ap.add_argument("--consistency", default="ssp")
     ap.add_argument("--staleness", type=int, default=1)
-    ap.add_argument("--clocks-per-iter", type=int, default=None, help="default: 1 at one rank, 4 otherwise")
+    ap.add_argument("--clocks-per-iter", type=int, default=None, help="PS clocks per sweep at > 1 rank (default: 4 when the n_wk table is <= 16 MB, else 1)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the lda package")
     bench = Bench("lda", parser=ap)
     a = bench.args
@@ -78,7 +78,6 @@ def main():
         np.cumsum(np.asarray(X.sum(axis=1)).ravel(), out=tok_ptr[1:])
     N = comm.bcast(N if bench.rank == 0 else None, root=0)
     data = f"LDA corpus {a.docs} docs, {a.words} words, {N / 1e6:.2f}M tokens"
-    cpi = a.clocks_per_iter or 4
     solo = comm.Split(0 if bench.rank == 0 else 1, bench.rank) if bench.size > 1 else None
 
     try:
@@ -96,6 +95,8 @@ def main():
                                       ALPHA, BETA) / N
                 del m
             bench.barrier()
+
+            cpi = a.clocks_per_iter or (4 if a.words * K * 4 <= 16 * 2**20 else 1)
 
             def fit(c):
                 est = LDA(K, doc_topic_prior=ALPHA, topic_word_prior=BETA, max_iter=iters, sampler=a.sampler,

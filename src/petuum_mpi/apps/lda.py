@@ -44,7 +44,7 @@ from . import lda_kernels as lk
 #: ``sampler="auto"`` uses the O(K) exact Gibbs sweep below this many topics and
 #: the O(1)-per-token Metropolis-Hastings sweep from here on (measured crossover,
 #: see docs/apps-lda.md).
-AUTO_MH_MIN_K = 100
+AUTO_MH_MIN_K = 2000
 
 SAMPLERS = ("auto", "mh", "plain")
 
