@@ -431,8 +431,7 @@ class LDA:
                     self._push(ps, rows, dense, d_wk, d_k)
                     ps.clock(state=lambda: {"z": z})
                 t3 = time.perf_counter()
-                t1, t2 = 0.0, t_s
-                t_sweep_total += t2 - t1
+                t_sweep_total += t_s
                 last = it + 1 == self.max_iter
                 ev = self.evaluate_every and ((it + 1) % self.evaluate_every == 0) and not last
                 pe = (test_c is not None and self.perplexity_every and (it + 1) % self.perplexity_every == 0
@@ -441,8 +440,8 @@ class LDA:
                     row = {"iter": it + 1}
                     if ev:
                         ll_word, ll_top, ll_doc = self._loglik_parts(ps, lo, hi, tok_ptr, n_dk, V, comm.rank)
-                        red = ps.allreduce(np.array([ll_word + ll_top + ll_doc, changed, N / max(t2 - t1, 1e-12),
-                                                     t3 - t0, t2 - t1], dtype=np.float64))
+                        red = ps.allreduce(np.array([ll_word + ll_top + ll_doc, changed, N / max(t_s, 1e-12),
+                                                     t3 - t0, t_s], dtype=np.float64))
                         row.update(loglik=red[0], loglik_per_token=red[0] / N_total, changed=int(red[1]),
                                    sweep_tokens_per_s_per_rank=red[2] / comm.size,
                                    tokens_per_s=N_total / (red[3] / comm.size),
