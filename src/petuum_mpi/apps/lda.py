@@ -517,13 +517,15 @@ class LDA:
 
     @staticmethod
     def _push(ps, rows, dense, d_wk, d_k):
-        """inc this clock's deltas and zero them."""
-        if dense:
-            ps.inc("n_wk", None, d_wk)
-            d_wk[:] = 0
-        elif rows.size:
-            ps.inc("n_wk", rows, d_wk[rows])
-            d_wk[rows] = 0
+        """inc this clock's deltas (only rows that changed) and zero them."""
+        if rows.size:
+            ch = rows[d_wk[rows].any(axis=1)] if not dense else np.flatnonzero(d_wk.any(axis=1))
+            if ch.size * 4 > 3 * d_wk.shape[0]:  # most rows changed: one contiguous inc is cheaper
+                ps.inc("n_wk", None, d_wk)
+                d_wk[:] = 0
+            elif ch.size:
+                ps.inc("n_wk", ch, d_wk[ch])
+                d_wk[ch] = 0
         ps.inc("n_k", 0, d_k)
         d_k[:] = 0
 
@@ -544,15 +546,25 @@ class LDA:
         return float(math.exp(-red[0] / red[1])) if red[1] > 0 else float("nan")
 
     def _set_model(self, n_wk, n_k, V):
-        beta = float(self.topic_word_prior)
         self.word_topic_counts_ = n_wk
         self.topic_counts_ = np.asarray(n_k, dtype=np.int64)
         self.n_features_in_ = V
-        self.components_ = n_wk.T.astype(np.float64) + beta
-        self.topic_word_ = self.components_ / (self.topic_counts_[:, None] + V * beta)
         self.top_words_ = lk.top_words(n_wk, int(self.n_top_words))
         vocab = getattr(self, "vocab_", None)
         self.top_words_text_ = [[vocab[j] if vocab is not None else str(j) for j in row] for row in self.top_words_]
+
+    @property
+    def components_(self):
+        """(K, V) float64 pseudo-counts ``n_wk.T + beta`` (computed on access)."""
+        self._check_fitted()
+        return self.word_topic_counts_.T.astype(np.float64) + float(self.topic_word_prior)
+
+    @property
+    def topic_word_(self):
+        """(K, V) float64 topics ``phi_k = (n_wk + beta)/(n_k + V beta)`` (computed on access)."""
+        c = self.components_
+        c /= (self.topic_counts_[:, None] + self.n_features_in_ * float(self.topic_word_prior))
+        return c
 
     # -- using a fitted model ------------------------------------------------------
     def _check_fitted(self):

@@ -443,18 +443,41 @@ def doc_completion_loglik(doc_ptr, words, n_wk, n_k, alpha, beta, n_iter, burn_i
 @njit(cache=True, nogil=True)
 def top_words(n_wk, n):
     """``(K, n)`` int64 array: for each topic the ``n`` word ids of largest count,
-    largest first (ties: lower id first)."""
+    largest first (ties: lower id first). One pass over ``n_wk`` keeping a sorted
+    list of the best ``n`` per topic (O(V K) plus rare insertions)."""
     V = n_wk.shape[0]
     K = n_wk.shape[1]
     n = min(n, V)
     out = np.empty((K, n), dtype=np.int64)
-    col = np.empty(V, dtype=np.float64)
+    if n == 0:
+        return out
+    best = np.empty((K, n), dtype=np.float64)  # counts of out, descending
     for k in range(K):
-        for w in range(V):
-            col[w] = -float(n_wk[w, k])
-        order = np.argsort(col, kind="mergesort")
         for j in range(n):
-            out[k, j] = order[j]
+            out[k, j] = j
+            best[k, j] = float(n_wk[j, k])
+        # sort the first n words (stable: lower id first among ties)
+        for j in range(1, n):
+            c = best[k, j]
+            i = out[k, j]
+            p = j
+            while p > 0 and best[k, p - 1] < c:
+                best[k, p] = best[k, p - 1]
+                out[k, p] = out[k, p - 1]
+                p -= 1
+            best[k, p] = c
+            out[k, p] = i
+    for w in range(n, V):
+        for k in range(K):
+            c = float(n_wk[w, k])
+            if c > best[k, n - 1]:  # strictly larger: a tie keeps the lower id
+                p = n - 1
+                while p > 0 and best[k, p - 1] < c:
+                    best[k, p] = best[k, p - 1]
+                    out[k, p] = out[k, p - 1]
+                    p -= 1
+                best[k, p] = c
+                out[k, p] = w
     return out
 
 
