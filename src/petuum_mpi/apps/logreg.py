@@ -57,6 +57,17 @@ def _warmup():
             K.loss_and_residuals(Z, y)
         K.penalty(st.W, 1.0, 0.0)
         K.mark_features(X.indptr, X.indices, order, 1, np.zeros(2, dtype=np.bool_))
+        Cw = st.W.shape[1]
+        W, b, R, gW, gb = np.zeros((2, Cw)), np.zeros(Cw), np.zeros((2, Cw)), np.zeros((2, Cw)), np.zeros(Cw)
+        M = np.zeros((2, 3 * Cw + 1))
+        K.snapshot_csr(X.indptr, X.indices, X.data, y, W, b, R, gW, gb)
+        K.snapshot_dense(Xd, y, W, b, R, gW, gb)
+        t, _ = K.svrg_pass_packed_csr(X.indptr, X.indices, X.data, y, order, 1, M, b, R, gb, 0, 0.1, 1e-3, True,
+                                      np.zeros(2, dtype=np.int64), 0.1)
+        K.svrg_flush_packed(M, int(t), 0.1, 1e-3)
+        K.svrg_pass_packed_dense(Xd, y, order, 1, M, b, R, gb, 0, 0.1, 1e-3, True, 0.1)
+        K.mean_row_sq_norm_csr(X.indptr, X.data)
+        K.top_eig_csr(X.indptr, X.indices, X.data, 1, 2, 0)
 
 
 _WARMED: set = set()
@@ -151,14 +162,26 @@ class LogisticRegression:
     l1 : float, default 0.0
         L1 penalty ``l1 ||W||_1`` (proximal step).
     fit_intercept : bool, default True
-    learning_rate : {"adagrad", "invscaling", "constant"}, default "adagrad"
-    eta0 : float, default 0.1
-        Initial / constant step size (AdaGrad: ``eta0 / sqrt(G)``).
+    learning_rate : {"auto", "svrg", "adagrad", "invscaling", "constant"}, default "auto"
+        ``svrg``: variance-reduced SGD (constant step, a full-gradient snapshot
+        shared through the PS every iteration, lazy sparse updates; linear
+        convergence, no L1). ``auto`` = ``svrg`` when ``l1 == 0``, else ``adagrad``.
+    eta0 : float or None, default None
+        Initial / constant step size (AdaGrad: ``eta0 / sqrt(G)``). None: 0.1, or
+        for ``svrg`` ``2.4 / (mean_i ||x_i||^2 / batch_size + P * lambda)`` (halved for
+        softmax) with ``lambda`` a power-iteration estimate of the top eigenvalue of
+        ``X^T X / n`` (directions every worker's steps add up in) and the intercept step
+        ``min(eta, 2.4 / P)``; ``step_size_`` reports it.
     power_t : float, default 0.5
         Exponent of ``invscaling`` (``eta0 / (t+1)**power_t``).
-    batch_size : int, default 16
+    batch_size : int or None, default None
+        Rows per step (None: 64 for ``svrg``, 16 otherwise).
     max_iter : int, default 30
-        Number of epochs (passes over the training rows).
+        Number of epochs (passes over the training rows); for ``svrg`` the number
+        of iterations, each a snapshot pass over all rows (which also yields the
+        objective) plus steps on ``inner_fraction`` of the rows.
+    inner_fraction : float in (0, 1], default 1/3
+        ``svrg`` only: fraction of the local rows stepped on between snapshots.
     clocks_per_epoch : int, default 1
         Parameter-server clocks per epoch (a clock = one chunk of local rows).
     eval_every : int, default 1
@@ -191,10 +214,10 @@ class LogisticRegression:
     stats_ : dict, parameter-server telemetry of this rank
     """
 
-    def __init__(self, alpha=1e-4, l1=0.0, fit_intercept=True, learning_rate="adagrad", eta0=0.1, power_t=0.5,
-                 batch_size=16, max_iter=30, clocks_per_epoch=1, eval_every=1, average=True, average_start=0.3,
+    def __init__(self, alpha=1e-4, l1=0.0, fit_intercept=True, learning_rate="auto", eta0=None, power_t=0.5,
+                 batch_size=None, max_iter=30, clocks_per_epoch=1, eval_every=1, average=True, average_start=0.3,
                  tol=None, holdout=0.0, block_features=None, consistency="ssp", staleness=1, engine=None,
-                 random_state=0, comm=None):
+                 random_state=0, comm=None, inner_fraction=1.0 / 3):
         self.alpha, self.l1, self.fit_intercept = alpha, l1, fit_intercept
         self.learning_rate, self.eta0, self.power_t = learning_rate, eta0, power_t
         self.batch_size, self.max_iter, self.clocks_per_epoch, self.eval_every = (batch_size, max_iter,
@@ -203,16 +226,20 @@ class LogisticRegression:
         self.block_features, self.consistency, self.staleness, self.engine = (block_features, consistency,
                                                                               staleness, engine)
         self.random_state, self.comm = random_state, comm
+        self.inner_fraction = inner_fraction
 
     # ------------------------------------------------------------------ params
     def _validate(self):
         _check("alpha", self.alpha, float, lo=0)
         _check("l1", self.l1, float, lo=0)
         _check("fit_intercept", self.fit_intercept, bool)
-        _check("learning_rate", self.learning_rate, str, choices=tuple(K.SCHEDULES))
-        _check("eta0", self.eta0, float, lo=0, lo_open=True)
+        _check("learning_rate", self.learning_rate, str, choices=("auto", "svrg") + tuple(K.SCHEDULES))
+        _check("eta0", self.eta0, float, lo=0, lo_open=True, none_ok=True)
         _check("power_t", self.power_t, float, lo=0)
-        _check("batch_size", self.batch_size, int, lo=1)
+        _check("batch_size", self.batch_size, int, lo=1, none_ok=True)
+        _check("inner_fraction", self.inner_fraction, float, lo=0, lo_open=True, hi=1)
+        if self.learning_rate == "svrg" and self.l1 > 0:
+            raise ConfigError("learning_rate: 'svrg' supports only the L2 penalty (l1 = 0); use 'adagrad' with l1 > 0")
         _check("max_iter", self.max_iter, int, lo=1)
         _check("clocks_per_epoch", self.clocks_per_epoch, int, lo=1)
         _check("eval_every", self.eval_every, int, lo=1)
@@ -231,7 +258,7 @@ class LogisticRegression:
         return {k: getattr(self, k) for k in ("alpha", "l1", "fit_intercept", "learning_rate", "eta0", "power_t",
                                               "batch_size", "max_iter", "clocks_per_epoch", "eval_every", "average",
                                               "average_start", "tol", "holdout", "block_features", "consistency",
-                                              "staleness", "engine", "random_state", "comm")}
+                                              "staleness", "engine", "random_state", "comm", "inner_fraction")}
 
     # ------------------------------------------------------------------ data
     def _load(self, X, y, comm):
@@ -343,14 +370,20 @@ class LogisticRegression:
             "engine", ENGINE_SCHEMA, {"consistency": self.consistency, "staleness": int(self.staleness)}, ".")
         _warm(comm)
         tables = [TableSpec("W", nb, B * C, "float64"), TableSpec("b", 1, C, "float64")]
-        if self.learning_rate == "adagrad":
+        lr = self.learning_rate
+        if lr == "auto":
+            lr = "svrg" if self.l1 == 0 else "adagrad"
+        self._lr = lr
+        self._bs = int(self.batch_size if self.batch_size is not None else (64 if lr == "svrg" else 16))
+        if lr == "adagrad":
             # shared AdaGrad accumulators: every worker steps with the same per-coordinate
             # step sizes (worker-local ones would bias the fixed point of the summed updates)
             tables += [TableSpec("G", nb, B * C, "float64", init=_ADAGRAD_INIT),
                        TableSpec("Gb", 1, C, "float64", init=_ADAGRAD_INIT)]
         ps = ParameterServer.from_config(engine, tables, comm)
         try:
-            self._train(ps, Xl, yl, te, C, B, nb, D, dense, seed, engine, on_clock)
+            train = self._train_svrg if lr == "svrg" else self._train
+            train(ps, Xl, yl, te, C, B, nb, D, dense, seed, engine, on_clock)
         except BaseException:
             ps.__exit__(*__import__("sys").exc_info())
             raise
@@ -364,11 +397,12 @@ class LogisticRegression:
         n_tr, n_te = int(tot[0]), int(tot[1])
         if n_tr == 0:
             raise DataError("no training rows (all held out?)")
-        st = K.SGDState(D, 2 if C == 1 else C, self.learning_rate, self.eta0, self.power_t, self.alpha,
+        st = K.SGDState(D, 2 if C == 1 else C, self._lr, 0.1 if self.eta0 is None else self.eta0, self.power_t,
+                        self.alpha,
                         self.l1, self.fit_intercept, adagrad_init=_ADAGRAD_INIT)
         Wb = st.W.reshape(nb, B * C)
         dWb = st.dW.reshape(nb, B * C)
-        shared_g = self.learning_rate == "adagrad"
+        shared_g = self._lr == "adagrad"
         Gb_ = st.G.reshape(nb, B * C)
         G0 = np.empty_like(Gb_)  # the fetched accumulators (their change is this clock's G delta)
         Gb0 = np.empty_like(st.Gb)
@@ -449,11 +483,11 @@ class LogisticRegression:
             order = chunks[k].copy()
             rng.shuffle(order)
             if dense:
-                t, _ = K.sgd_pass_dense(Xl, yl, order, self.batch_size, st.W, st.b, st.dW, st.db, st.G, st.Gb,
+                t, _ = K.sgd_pass_dense(Xl, yl, order, self._bs, st.W, st.b, st.dW, st.db, st.G, st.Gb,
                                         st.last, st.t, st.schedule, st.eta0, st.power_t, st.alpha, st.l1,
                                         st.fit_intercept, st.gbuf, st.touched)
             else:
-                t, _ = K.sgd_pass_csr(Xl.indptr, Xl.indices, Xl.data, yl, order, self.batch_size, st.W, st.b,
+                t, _ = K.sgd_pass_csr(Xl.indptr, Xl.indices, Xl.data, yl, order, self._bs, st.W, st.b,
                                       st.dW, st.db, st.G, st.Gb, st.last, st.t, st.schedule, st.eta0, st.power_t,
                                       st.alpha, st.l1, st.fit_intercept, st.gbuf, st.touched)
             st.t = int(t)
@@ -521,7 +555,159 @@ class LogisticRegression:
             warnings.warn(f"LogisticRegression: objective still decreasing by more than tol={self.tol} after "
                           f"max_iter={self.max_iter} epochs; increase max_iter", ConvergenceWarning, stacklevel=3)
 
-    def _evaluate(self, ps, Xl, yl, te, n_tr, n_te, C, D, Wavg, bavg, state, caught_up, final=None):
+    def _train_svrg(self, ps, Xl, yl, te, C, B, nb, D, dense, seed, engine, on_clock):
+        """SVRG: every iteration starts with a barrier and a snapshot of the PS model
+        (residuals of the local rows, full gradient by ``ps.allreduce``, which also
+        gives the objective of the model so far), then ``clocks_per_epoch`` clocks of
+        lazy-sparse variance-reduced steps on ``inner_fraction`` of the local rows,
+        each shipping ``W - W_read`` (all pending dense steps applied)."""
+        P, me = ps.P, ps.me
+        n_loc = Xl.shape[0]
+        msq = (float(K.mean_row_sq_norm_csr(Xl.indptr, Xl.data)) * n_loc if not dense
+               else float(np.einsum("ij,ij->", Xl, Xl)))
+        # curvature of the loss mean over a batch: ~ (msq / bs + lambda_max(X^T X / n)) / 4
+        t0 = time.perf_counter()
+        if self.eta0 is None and n_loc:
+            Xs = Xl if not dense else sp.csr_matrix(Xl[::max(1, n_loc // 2000)])
+            stride = max(1, n_loc // 10000) if not dense else 1
+            lam = float(K.top_eig_csr(Xs.indptr, Xs.indices, Xs.data, stride, 8, seed + me))
+        else:
+            lam = 0.0
+        tot = ps.allreduce(np.array([n_loc, 0 if te is None else te[0].shape[0], msq, lam], dtype=np.float64))
+        lam = tot[3] / P
+        n_tr, n_te = int(tot[0]), int(tot[1])
+        if n_tr == 0:
+            raise DataError("no training rows (all held out?)")
+        msq = max(tot[2] / n_tr, 1e-12)
+        bs = self._bs
+        if self.eta0 is not None:
+            eta = float(self.eta0)
+        else:
+            # the P workers' summed steps add up along shared (dense) curvature directions
+            eta = 2.4 / (msq / min(bs, n_tr) + P * lam) / (1.0 if C == 1 else 2.0)
+        if self.alpha > 0:
+            eta = min(eta, 0.5 / self.alpha)
+        # intercept: curvature <= 1/4 per row (1/2 softmax), shared by all P workers' steps
+        eta_b = min(eta, 2.4 / P / (1.0 if C == 1 else 2.0))
+        self.step_size_ = eta
+        cw = 3 * C + 1
+        M = np.zeros((D, cw))
+        t_setup = time.perf_counter() - t0
+        Mw = M[:, :C]
+        Wb = np.zeros(nb * B * C)
+        W2 = Wb.reshape(D, C)
+        W0 = np.empty((D, C))
+        b = np.zeros(C)
+        b0 = np.empty(C)
+        R = np.zeros((n_loc, C))
+        mub = np.zeros(C)
+        touched = np.zeros(D, dtype=np.int64)
+        cpe = int(self.clocks_per_epoch)
+        n_in = max(1, int(round(self.inner_fraction * n_loc))) if n_loc else 0
+        self.history_ = []
+        t_train = t_setup
+        t_start = time.perf_counter() - t_setup
+        total = self.max_iter * cpe
+        clk0 = 0
+        t = 0
+        if engine.get("resume"):
+            res = ps.resume()
+            if res is not None:
+                clk0, st = res
+                t = int(st["t"][0])
+        prev_obj = None
+        stopped = False
+        self.n_iter_ = clk0 // cpe
+        order = np.zeros(0, dtype=np.int64)
+        need_snap = True
+        clk = clk0 - 1
+        row_obj = None
+        for clk in range(clk0, total):
+            epoch, k = divmod(clk, cpe)
+            t0 = time.perf_counter()
+            if k == 0 or need_snap:
+                # snapshot: common model after a barrier, residuals, full gradient (+ objective)
+                ps.barrier()
+                Wb[...] = ps.get("W").ravel()
+                b[...] = ps.get("b", 0)
+                gW = np.zeros((D, C))
+                gb = np.zeros(C)
+                loss = K.snapshot_dense(Xl, yl, W2, b, R, gW, gb) if dense else \
+                    K.snapshot_csr(Xl.indptr, Xl.indices, Xl.data, yl, W2, b, R, gW, gb)
+                s = ps.allreduce(np.concatenate([gW.ravel(), gb, [loss]]))
+                M[:, C:2 * C] = s[:D * C].reshape(D, C) / n_tr
+                mub[...] = s[D * C:D * C + C] / n_tr
+                row_obj = float(s[-1] / n_tr + K.penalty(W2, self.alpha, 0.0))
+                M[:, 3 * C] = float(t)
+                rng = np.random.default_rng([seed, me, epoch, 13])
+                order = rng.permutation(n_loc)[:n_in].astype(np.int64)
+                need_snap = False
+                t_train += time.perf_counter() - t0
+                if clk > clk0 and (clk // cpe) % self.eval_every == 0:
+                    row = {"objective": row_obj, "train_logloss": float(s[-1] / n_tr)}
+                    row.update(self._evaluate(ps, Xl, yl, te, n_tr, n_te, C, D, None, None, None, None,
+                                              final=(W2, b), train=False))
+                    row.update({"iter": clk, "epoch": clk / cpe, "train_time": t_train,
+                                "time": time.perf_counter() - t_start, "step_size": eta})
+                    row.update(_ps_figures(ps))
+                    self.history_.append(row)
+                    if on_clock is not None:
+                        on_clock(row)
+                    if self.tol is not None and prev_obj is not None and \
+                            prev_obj - row_obj < self.tol * abs(row_obj):
+                        stopped = True
+                        break
+                    prev_obj = row_obj
+                t0 = time.perf_counter()
+            else:
+                Wb[...] = ps.get("W").ravel()
+                b[...] = ps.get("b", 0)
+            Mw[...] = W2
+            W0[...] = W2
+            b0[...] = b
+            ch = order[k * n_in // cpe:(k + 1) * n_in // cpe]
+            if dense:
+                t, _ = K.svrg_pass_packed_dense(Xl, yl, ch, bs, M, b, R, mub, t, eta, self.alpha,
+                                                self.fit_intercept, eta_b)
+            else:
+                t, _ = K.svrg_pass_packed_csr(Xl.indptr, Xl.indices, Xl.data, yl, ch, bs, M, b, R, mub, t, eta,
+                                              self.alpha, self.fit_intercept, touched, eta_b)
+                K.svrg_flush_packed(M, t, eta, self.alpha)
+            t = int(t)
+            np.subtract(Mw, W0, out=W0)
+            ps.inc("W", None, W0.reshape(nb, B * C))
+            ps.inc("b", 0, b - b0)
+            ps.clock(state=lambda: {"t": np.array([t])})
+            t_train += time.perf_counter() - t0
+            self.n_iter_ = epoch + 1
+        # final model: everything applied, the same on every rank
+        t0 = time.perf_counter()
+        ps.barrier()
+        Wf = ps.get("W").reshape(D, C).copy()
+        bf = ps.get("b", 0).copy()
+        t_train += time.perf_counter() - t0
+        row = self._evaluate(ps, Xl, yl, te, n_tr, n_te, C, D, None, None, None, None, final=(Wf, bf))
+        row.update({"iter": min(clk + 1, total) if total > clk0 else clk0, "epoch": self.n_iter_,
+                    "train_time": t_train, "time": time.perf_counter() - t_start, "step_size": eta})
+        if stopped:
+            row["iter"] = clk
+        row.update(_ps_figures(ps))
+        self.history_.append(row)
+        if on_clock is not None:
+            on_clock(row)
+        self.objective_ = row["objective"]
+        self.train_time_ = t_train
+        d = self.n_features_in_
+        self.coef_ = np.ascontiguousarray(Wf[:d].T)
+        self.intercept_ = bf.copy()
+        self.stats_ = ps.stats()
+        self.stats_all_ = ps.stats_all()
+        if self.tol is not None and not stopped:
+            warnings.warn(f"LogisticRegression: objective still decreasing by more than tol={self.tol} after "
+                          f"max_iter={self.max_iter} iterations; increase max_iter", ConvergenceWarning,
+                          stacklevel=3)
+
+    def _evaluate(self, ps, Xl, yl, te, n_tr, n_te, C, D, Wavg, bavg, state, caught_up, final=None, train=True):
         """Collective: objective of the (rank-averaged) model on all training rows, test figures."""
         P = ps.P
         if final is not None:
@@ -536,17 +722,21 @@ class LogisticRegression:
                 b = ps.allreduce(bl) / P
             else:
                 W, b = Wl, bl
-        Z = _margins(Xl, W, b)
-        ok_tr = K.count_correct(Z, yl)
-        loss_tr = K.loss_and_residuals(Z, yl)
+        ok_tr = loss_tr = 0.0
+        if train:
+            Z = _margins(Xl, W, b)
+            ok_tr = K.count_correct(Z, yl)
+            loss_tr = K.loss_and_residuals(Z, yl)
         loss_te = ok_te = 0.0
         if te is not None and te[0].shape[0]:
             Zt = _margins(te[0], W, b)
             ok_te = K.count_correct(Zt, te[1])
             loss_te = K.loss_and_residuals(Zt, te[1])
         s = ps.allreduce(np.array([loss_tr, ok_tr, loss_te, ok_te], dtype=np.float64))
-        row = {"objective": float(s[0] / n_tr + K.penalty(W, self.alpha, self.l1)),
-               "train_logloss": float(s[0] / n_tr), "train_accuracy": float(s[1] / n_tr)}
+        row = {}
+        if train:
+            row = {"objective": float(s[0] / n_tr + K.penalty(W, self.alpha, self.l1)),
+                   "train_logloss": float(s[0] / n_tr), "train_accuracy": float(s[1] / n_tr)}
         if te is not None and n_te > 0:
             row["test_logloss"] = float(s[2] / n_te)
             row["test_accuracy"] = float(s[3] / n_te)

@@ -566,3 +566,266 @@ def mark_features(indptr, indices, rows, block, mask):
         r = rows[ii]
         for p in range(indptr[r], indptr[r + 1]):
             mask[indices[p] // block] = True
+
+
+# ----------------------------------------------------------------------------- SVRG
+# Variance-reduced SGD (Johnson & Zhang 2013) with a full-gradient snapshot per
+# epoch: at the snapshot (W~, b~) every row's dloss/dmargin R~_i is stored and the
+# full loss gradient mu = mean_i x_i^T R~_i computed. A step on batch B is
+#
+#     W <- W - eta (mean_{i in B} x_i^T (R_i(W) - R~_i) + mu + alpha W)
+#
+# The dense part ``mu + alpha W`` is applied lazily: a feature untouched for k
+# steps evolves as w <- q w - eta mu (q = 1 - eta alpha), in closed form
+# ``(w + mu/alpha) q^k - mu/alpha``, applied when it is next touched or at a flush.
+#
+# The pass kernels work on a packed model, one row per feature
+# ``M[j] = [w (C), mu (C), workspace (C), last]`` (``last`` = dense steps applied to
+# feature j, as a float), so a touched feature costs one cache line instead of four
+# (measured 1.45x faster than separate arrays on 200k x 50k, 8M nnz).
+
+
+@njit(cache=True)
+def _powers(lq, m):
+    """``q**k`` for k < m (``lq = log q``), the lazy-update factors of one pass."""
+    out = np.empty(m, dtype=np.float64)
+    for k in range(m):
+        out[k] = math.exp(k * lq)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def snapshot_csr(indptr, indices, data, y, W, b, R, gW, gb):
+    """Snapshot pass of SVRG on CSR rows: ``R[i]`` <- dloss/dmargin of row ``i`` at
+    ``(W, b)``; ``gW += X^T R``, ``gb += sum_i R[i]`` (sums, not means). Returns the
+    summed log-loss at ``(W, b)`` (so the snapshot also evaluates the objective)."""
+    n = indptr.shape[0] - 1
+    C = W.shape[1]
+    z = np.empty(C, dtype=np.float64)
+    loss = 0.0
+    for i in range(n):
+        for c in range(C):
+            z[c] = b[c]
+        for p in range(indptr[i], indptr[i + 1]):
+            j = indices[p]
+            x = data[p]
+            for c in range(C):
+                z[c] += x * W[j, c]
+        loss += _residual(z, y[i], C)
+        for c in range(C):
+            R[i, c] = z[c]
+            gb[c] += z[c]
+        for p in range(indptr[i], indptr[i + 1]):
+            j = indices[p]
+            x = data[p]
+            for c in range(C):
+                gW[j, c] += x * z[c]
+    return loss
+
+
+@njit(cache=True, nogil=True)
+def snapshot_dense(X, y, W, b, R, gW, gb):
+    """Dense-row version of :func:`snapshot_csr`."""
+    n, d = X.shape
+    C = W.shape[1]
+    z = np.empty(C, dtype=np.float64)
+    loss = 0.0
+    for i in range(n):
+        for c in range(C):
+            z[c] = b[c]
+        for j in range(d):
+            x = X[i, j]
+            for c in range(C):
+                z[c] += x * W[j, c]
+        loss += _residual(z, y[i], C)
+        for c in range(C):
+            R[i, c] = z[c]
+            gb[c] += z[c]
+        for j in range(d):
+            x = X[i, j]
+            for c in range(C):
+                gW[j, c] += x * z[c]
+    return loss
+
+
+@njit(cache=True, inline="always")
+def _svrg_catch_up_packed(M, j, t, C, eta, alpha, lq, qpow):
+    k = t - int(M[j, 3 * C])
+    if k > 0:
+        if alpha > 0.0:
+            qk = qpow[k] if k < qpow.shape[0] else math.exp(k * lq)
+            for c in range(C):
+                s = M[j, C + c] / alpha
+                M[j, c] = (M[j, c] + s) * qk - s
+        else:
+            for c in range(C):
+                M[j, c] -= k * eta * M[j, C + c]
+
+
+@njit(cache=True, nogil=True)
+def svrg_pass_packed_csr(indptr, indices, data, y, order, batch_size, M, b, R, mub, t, eta, alpha, fit_intercept,
+                         touched, eta_b):
+    """SVRG mini-batch steps over ``order`` (local row ids) in batches of
+    ``batch_size`` with constant step ``eta``, on CSR rows.
+
+    ``M`` (n_features, 3C+1) is the packed model ``[W | mu | workspace | last]``
+    (``mu`` the full mean loss gradient at the snapshot; ``last`` the dense steps
+    applied per feature, all equal to ``t`` after :func:`svrg_flush_packed`).
+    ``R`` (n, C) holds the snapshot residuals of :func:`snapshot_csr`, ``mub`` the
+    intercept part of the snapshot gradient; ``b`` is updated in place with step
+    ``eta_b`` (the intercept is a direction all rows and all workers share).
+    Returns ``(t_end, loss_sum)`` (log-loss of the rows before their steps).
+    Call :func:`svrg_flush_packed` before reading ``W`` or changing ``mu``."""
+    C = (M.shape[1] - 1) // 3
+    LC = 3 * C
+    n = order.shape[0]
+    lq = math.log1p(-eta * alpha) if alpha > 0.0 else 0.0
+    qpow = _powers(lq, n // batch_size + 2)
+    z = np.empty(C, dtype=np.float64)
+    gb = np.empty(C, dtype=np.float64)
+    loss = 0.0
+    ft = float(t)
+    for s in range(0, n, batch_size):
+        e = min(s + batch_size, n)
+        nt = 0
+        for c in range(C):
+            gb[c] = 0.0
+        for ii in range(s, e):
+            r = order[ii]
+            for c in range(C):
+                z[c] = b[c]
+            for p in range(indptr[r], indptr[r + 1]):
+                j = indices[p]
+                if M[j, LC] <= ft:
+                    _svrg_catch_up_packed(M, j, t, C, eta, alpha, lq, qpow)
+                    M[j, LC] = ft + 1.0
+                    touched[nt] = j
+                    nt += 1
+                    for c in range(C):
+                        M[j, 2 * C + c] = 0.0
+                x = data[p]
+                for c in range(C):
+                    z[c] += x * M[j, c]
+            loss += _residual(z, y[r], C)
+            for c in range(C):
+                z[c] -= R[r, c]
+                gb[c] += z[c]
+            for p in range(indptr[r], indptr[r + 1]):
+                j = indices[p]
+                x = data[p]
+                for c in range(C):
+                    M[j, 2 * C + c] += x * z[c]
+        inv_b = 1.0 / (e - s)
+        for q in range(nt):
+            j = touched[q]
+            for c in range(C):
+                w0 = M[j, c]
+                M[j, c] = w0 - eta * (M[j, 2 * C + c] * inv_b + M[j, C + c] + alpha * w0)
+        if fit_intercept:
+            for c in range(C):
+                b[c] -= eta_b * (gb[c] * inv_b + mub[c])
+        t += 1
+        ft += 1.0
+    return t, loss
+
+
+@njit(cache=True, nogil=True)
+def svrg_flush_packed(M, t, eta, alpha):
+    """Apply every feature's pending dense SVRG steps of the packed model up to step ``t``."""
+    C = (M.shape[1] - 1) // 3
+    lq = math.log1p(-eta * alpha) if alpha > 0.0 else 0.0
+    qpow = _powers(lq, 1)
+    for j in range(M.shape[0]):
+        _svrg_catch_up_packed(M, j, t, C, eta, alpha, lq, qpow)
+        M[j, 3 * C] = float(t)
+
+
+@njit(cache=True, nogil=True)
+def svrg_pass_packed_dense(X, y, order, batch_size, M, b, R, mub, t, eta, alpha, fit_intercept, eta_b):
+    """Dense-row version of :func:`svrg_pass_packed_csr` (every feature is touched,
+    so the dense part is applied every step, no lazy catch-up)."""
+    C = (M.shape[1] - 1) // 3
+    n = order.shape[0]
+    d = X.shape[1]
+    z = np.empty(C, dtype=np.float64)
+    gb = np.empty(C, dtype=np.float64)
+    loss = 0.0
+    for s in range(0, n, batch_size):
+        e = min(s + batch_size, n)
+        for j in range(d):
+            for c in range(C):
+                M[j, 2 * C + c] = 0.0
+        for c in range(C):
+            gb[c] = 0.0
+        for ii in range(s, e):
+            r = order[ii]
+            for c in range(C):
+                z[c] = b[c]
+            for j in range(d):
+                x = X[r, j]
+                for c in range(C):
+                    z[c] += x * M[j, c]
+            loss += _residual(z, y[r], C)
+            for c in range(C):
+                z[c] -= R[r, c]
+                gb[c] += z[c]
+            for j in range(d):
+                x = X[r, j]
+                for c in range(C):
+                    M[j, 2 * C + c] += x * z[c]
+        inv_b = 1.0 / (e - s)
+        for j in range(d):
+            for c in range(C):
+                w0 = M[j, c]
+                M[j, c] = w0 - eta * (M[j, 2 * C + c] * inv_b + M[j, C + c] + alpha * w0)
+        if fit_intercept:
+            for c in range(C):
+                b[c] -= eta_b * (gb[c] * inv_b + mub[c])
+        t += 1
+    for j in range(d):
+        M[j, 3 * C] = float(t)
+    return t, loss
+
+
+@njit(cache=True, nogil=True)
+def mean_row_sq_norm_csr(indptr, data):
+    """Mean squared row norm of a CSR matrix (SVRG step-size scale)."""
+    s = 0.0
+    for p in range(data.shape[0]):
+        s += data[p] * data[p]
+    return s / max(indptr.shape[0] - 1, 1)
+
+
+@njit(cache=True, nogil=True)
+def top_eig_csr(indptr, indices, data, stride, n_iter, seed):
+    """Estimate of the largest eigenvalue of ``X_s^T X_s / n_s`` (``X_s`` = every
+    ``stride``-th row) by ``n_iter`` power iterations (SVRG step-size scale)."""
+    n = indptr.shape[0] - 1
+    d = 0
+    for p in range(indices.shape[0]):
+        if indices[p] + 1 > d:
+            d = indices[p] + 1
+    if n == 0 or d == 0:
+        return 0.0
+    np.random.seed(seed)
+    v = np.random.standard_normal(d)
+    w = np.zeros(d)
+    lam = 0.0
+    ns = 0
+    for i in range(0, n, stride):
+        ns += 1
+    for _ in range(n_iter):
+        nv = math.sqrt(np.sum(v * v))
+        if nv == 0.0:
+            return 0.0
+        v /= nv
+        w[:] = 0.0
+        for i in range(0, n, stride):
+            s = 0.0
+            for p in range(indptr[i], indptr[i + 1]):
+                s += data[p] * v[indices[p]]
+            for p in range(indptr[i], indptr[i + 1]):
+                w[indices[p]] += data[p] * s
+        lam = np.sum(w * v) / ns
+        v, w = w, v
+    return lam
