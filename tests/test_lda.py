@@ -206,3 +206,18 @@ def test_run_job_end_to_end(comm, shared_tmp):
         assert _match(phi, m.topic_word_).min() > 0.9
         assert m.vocab_ == vocab_words(V) and m.top_words_text_[0][0] == m.vocab_[m.top_words_[0, 0]]
     comm.Barrier()
+
+
+@pytest.mark.mpi
+def test_snapshot_resume_equals_uninterrupted_bsp(comm, shared_tmp):
+    """bsp with integer tables is deterministic: 10 sweeps + resume to 20 == 20 sweeps."""
+    path, _ = _corpus(comm, shared_tmp)
+    ckpt = os.path.join(shared_tmp, "ckpt")
+    eng = {"consistency": "bsp", "staleness": 0, "snapshot_every": 5, "snapshot_dir": ckpt, "resume": False}
+    kw = dict(evaluate_every=0, random_state=3, comm=comm, clocks_per_iter=1)
+    full = LDA(K_FIT, max_iter=20, engine={"consistency": "bsp", "staleness": 0}, **kw).fit(path)
+    LDA(K_FIT, max_iter=10, engine=eng, **kw).fit(path)
+    resumed = LDA(K_FIT, max_iter=20, engine={**eng, "resume": True}, **kw).fit(path)
+    np.testing.assert_array_equal(resumed.z_, full.z_)
+    np.testing.assert_array_equal(resumed.word_topic_counts_, full.word_topic_counts_)
+    assert resumed.loglik_ == pytest.approx(full.loglik_, rel=1e-12)

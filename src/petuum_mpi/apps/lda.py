@@ -392,7 +392,8 @@ class LDA:
                 clk, state = resumed
                 start_iter = int(clk) // int(self.clocks_per_iter)  # snapshots hold a consistent z at any clock
                 zs = None if state is None else state.get("z")
-                if zs is None or np.asarray(zs).shape != (N,):
+                bad = zs is None or np.asarray(zs).shape != (N,)
+                if ps.allreduce(float(bad)) > 0:  # raise on every rank together
                     raise ConfigError(
                         "[engine] resume: the snapshot's assignments do not fit this rank's documents "
                         "(resume with the same data and rank count)")
