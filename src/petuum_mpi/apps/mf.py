@@ -35,6 +35,7 @@ def _warmup():
         b = np.zeros(2, dt)
         for nn in (False, True):
             K.sgd_epoch(u, i, r, U, V, dV, b, b.copy(), b.copy(), 0.0, 0.01, 0.01, 0.01, True, nn)
+            K.sgd_pass(u, i, r, U, V, b, b.copy(), 0.0, 0.01, 0.01, 0.01, True, nn)
         K.sse(u, i, r, U, V, b, b, 0.0, True)
         K.predict(u, i, U, V, b, b, 0.0, True)
         K.top_k_items(U[0], V, b, 0.0, 0.0, True, 1, np.zeros(0, dtype=np.int64))
@@ -295,19 +296,21 @@ class MatrixFactorization:
                 Vl[...] = ps.get("V")
                 if self.nonneg:  # summed deltas of several workers can cross 0: project on read
                     np.maximum(Vl, 0, out=Vl)
+                dV[...] = Vl  # the values read: the delta shipped is V - dV
             if self.use_bias:
                 bi[...] = ps.get("c", 0)
+                dbi[...] = bi
             a, b = cuts[k], cuts[k + 1]
             eta = K.step_size(self.eta0, epoch, self.decay, self.power)
-            K.sgd_epoch(ul[a:b], il[a:b], vl[a:b], U, Vw, dV if Kc else Vw, bu, bi, dbi, mu, eta, self.lam,
-                        self.lam_bias, self.use_bias, self.nonneg)
+            K.sgd_pass(ul[a:b], il[a:b], vl[a:b], U, Vw, bu, bi, mu, eta, self.lam, self.lam_bias, self.use_bias,
+                       self.nonneg)
             n_upd += b - a
             if Kc:
+                np.subtract(Vl, dV, out=dV)
                 ps.inc("V", None, dV)
-                dV[...] = 0
             if self.use_bias:
+                np.subtract(bi, dbi, out=dbi)
                 ps.inc("c", 0, dbi)
-                dbi[...] = 0
             ps.clock(state=snap_state)
             t_train += time.perf_counter() - t0
             self.n_iter_ = epoch + 1

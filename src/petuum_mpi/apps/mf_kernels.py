@@ -99,6 +99,50 @@ def sgd_epoch(users, items, ratings, U, V, dV, bu, bi, dbi, mu, eta, lam, lam_bi
 
 
 @njit(cache=True, fastmath=True, nogil=True)
+def sgd_pass(users, items, ratings, U, V, bu, bi, mu, eta, lam, lam_bias, use_bias, nonneg):
+    """:func:`sgd_epoch` without delta buffers: the caller ships ``V - V_read`` and
+    ``bi - bi_read`` itself (one dense subtraction per clock), which halves the random
+    memory traffic per update. Same parameters otherwise; returns the summed squared
+    errors seen during the pass."""
+    K = U.shape[1]
+    n = ratings.shape[0]
+    et = eta
+    gl = 1.0 - et * lam
+    el = et * lam
+    sse = 0.0
+    for t in range(n):
+        u = users[t]
+        i = items[t]
+        pred = mu
+        if use_bias:
+            pred += bu[u] + bi[i]
+        dot = 0.0
+        for k in range(K):
+            dot += U[u, k] * V[i, k]
+        e = ratings[t] - (pred + dot)
+        sse += e * e
+        if use_bias:
+            bu[u] += et * (e - lam_bias * bu[u])
+            bi[i] += et * (e - lam_bias * bi[i])
+        ge = et * e
+        if nonneg:
+            for k in range(K):
+                uk = U[u, k]
+                vk = V[i, k]
+                nu = gl * uk + ge * vk
+                nv = gl * vk + ge * uk
+                U[u, k] = nu if nu > 0.0 else 0.0
+                V[i, k] = nv if nv > 0.0 else 0.0
+        else:
+            for k in range(K):
+                uk = U[u, k]
+                vk = V[i, k]
+                U[u, k] = gl * uk + ge * vk
+                V[i, k] = vk + ge * uk - el * vk
+    return sse
+
+
+@njit(cache=True, fastmath=True, nogil=True)
 def predict(users, items, U, V, bu, bi, mu, use_bias):
     """Predicted ratings of the pairs ``(users[t], items[t])`` (float64 array)."""
     n = users.shape[0]
