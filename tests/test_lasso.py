@@ -17,16 +17,15 @@ def objective(X, y, w, b, alpha, l1=1.0):
     return 0.5 * r @ r / len(y) + alpha * l1 * np.abs(w).sum() + 0.5 * alpha * (1 - l1) * w @ w
 
 
-def dataset(kind, seed=0):
+def dataset(kind, seed=0, n=120, p=40, noise=0.3):
     rng = np.random.default_rng(seed)
-    n, p = 120, 40
     if kind == "dense":
         X = rng.standard_normal((n, p))
     elif kind == "sparse":
         X = sp.random(n, p, density=0.15, random_state=seed, format="csr") * 3.0
     elif kind == "correlated":  # groups of 4 nearly equal columns
         Z = rng.standard_normal((n, p // 4))
-        X = np.repeat(Z, 4, axis=1) + 0.3 * rng.standard_normal((n, p))
+        X = np.repeat(Z, 4, axis=1) + noise * rng.standard_normal((n, p))
     elif kind == "wide":  # more features than samples
         n, p = 40, 100
         X = rng.standard_normal((n, p))
@@ -61,8 +60,8 @@ def test_matches_sklearn(comm, kind, l1):
 @pytest.mark.mpi
 @pytest.mark.parametrize("scheduler", ["cyclic", "random", "priority", "sap"])
 def test_every_scheduler_same_optimum(comm, scheduler):
-    X, y = dataset("correlated", seed=3)
-    m = check_vs_sklearn(X, y, 0.02, 1.0, scheduler=scheduler, round_size=8)
+    X, y = dataset("correlated", seed=3, n=80, p=16, noise=0.5)
+    m = check_vs_sklearn(X, y, 0.02, 1.0, scheduler=scheduler, round_size=8, precompute=False)
     assert m.telemetry_["updates"] > 0
     if scheduler == "sap" and comm.rank == 0 and comm.size > 1:
         assert m.telemetry_["rejected"] > 0  # correlated groups were kept apart (parallel rounds only)
@@ -73,16 +72,16 @@ def test_every_scheduler_same_optimum(comm, scheduler):
 @pytest.mark.parametrize("scheduler", ["cyclic", "sap"])
 def test_pipelining_converges(comm, depth, scheduler):
     X, y = dataset("sparse", seed=5)
-    check_vs_sklearn(X, y, 0.02, 1.0, scheduler=scheduler, pipeline_depth=depth, round_size=4)
+    check_vs_sklearn(X, y, 0.02, 1.0, scheduler=scheduler, pipeline_depth=depth, round_size=4, precompute=False)
 
 
 @pytest.mark.mpi
 def test_parallel_rounds_without_fusion_and_big_rounds(comm):
     # a round of all coordinates (Jacobi) on correlated data must be rescued by the safeguard
-    X, y = dataset("correlated", seed=1)
-    m = check_vs_sklearn(X, y, 0.01, 1.0, scheduler="random", round_size=40, serial_fusion=False,
-                         working_set=False, screening=False)
-    assert m.telemetry_["final_round_size"] < 40
+    X, y = dataset("correlated", seed=1, n=80, p=16, noise=0.5)
+    m = check_vs_sklearn(X, y, 0.01, 1.0, scheduler="random", round_size=16, serial_fusion=False,
+                         working_set=False, screening=False, precompute=False)
+    assert m.telemetry_["final_round_size"] < 16
 
 
 @pytest.mark.mpi
@@ -163,10 +162,20 @@ def test_parameter_validation():
     for kw, name in [({"alpha": -1.0}, "alpha"), ({"alpha": 0.0}, "alpha"), ({"max_iter": 0}, "max_iter"),
                      ({"tol": "x"}, "tol"), ({"scheduler": "fifo"}, "scheduler"), ({"rho": 2.0}, "rho"),
                      ({"pipeline_depth": -1}, "pipeline_depth"), ({"round_size": 0}, "round_size"),
-                     ({"fit_intercept": 1}, "fit_intercept")]:
+                     ({"fit_intercept": 1}, "fit_intercept"), ({"precompute": "yes"}, "precompute")]:
         with pytest.raises(ConfigError, match=name):
             Lasso(**kw).fit(X, y)
     with pytest.raises(ConfigError, match="l1_ratio"):
         ElasticNet(l1_ratio=1.5).fit(X, y)
     with pytest.raises(UsageError):
         Lasso().predict(X)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("precompute", [True, False])
+@pytest.mark.parametrize("kind", ["dense", "sparse"])
+def test_precompute_gram_and_engine_agree(comm, kind, precompute):
+    # Gram working-set solver (one Allreduce per working set) and engine rounds
+    X, y = dataset(kind, seed=11)
+    m = check_vs_sklearn(X, y, 0.05, 0.7, precompute=precompute)
+    assert (m.telemetry_["gram_solves"] > 0) == precompute

@@ -198,6 +198,38 @@ class EnetProblem:
         dual = -0.5 * scale * scale * (R2 + self.b * w2) + scale * ry
         return primal - dual, primal, XtA, dual_norm
 
+    def gram(self, W, engine=None):
+        """Centred Gram matrix and gradients of the working set ``W`` (one Allreduce).
+
+        Returns ``(G, q, z)``: ``G = X_Wc^T X_Wc``, ``q = X_Wc^T R_c`` (centred
+        residual), ``z = X_Wc^T y_c``; the same on every rank. Collective.
+        """
+        m = len(W)
+        buf = np.empty(m * m + m)
+        if self.sparse:
+            if getattr(self, "_csc", None) is None:
+                self._csc = sp.csc_matrix((self.data, self.indices, self.indptr), shape=(self.n_local, self.p))
+            Xw = self._csc[:, W]
+            buf[: m * m] = (Xw.T @ Xw).toarray().ravel()
+        else:
+            Xw = self.X[:, W]
+            buf[: m * m] = (Xw.T @ Xw).ravel()
+        self._partial(W, buf[m * m :])
+        tot = engine.allreduce(buf) if engine is not None else allreduce_sum(buf, self.comm)
+        G = tot[: m * m].reshape(m, m)
+        q = tot[m * m :].copy()
+        if self.fit_intercept:
+            muW = self.mu[W]
+            G -= self.n * np.outer(muW, muW)
+        G = 0.5 * (G + G.T)  # exactly symmetric
+        z = q + G @ self.w[W]
+        return np.ascontiguousarray(G), q, z
+
+    def gram_ok(self, W, limit: int = 2048) -> bool:
+        """Is a Gram matrix of ``W`` small enough (size and, dense, the column copy)?"""
+        m = len(W)
+        return 0 < m <= limit and (self.sparse or m * self.n_local * 8 <= (1 << 28))
+
     def intercept(self) -> float:
         return float(self.ybar - self.mu @ self.w) if self.fit_intercept else 0.0
 
@@ -210,11 +242,16 @@ def _auto_round_size(prob: EnetProblem) -> int:
 
 def solve_enet(prob: EnetProblem, alpha, l1_ratio=1.0, tol=1e-4, max_iter=1000, scheduler="sap", round_size=None,
                rho=0.1, eta=1e-2, warmup_sweeps=1, pipeline_depth=0, screening=True, working_set=True,
-               serial_fusion=True, sample=None, seed=0, on_epoch=None, engine_stats=None):
+               serial_fusion=True, precompute="auto", sample=None, seed=0, on_epoch=None, engine_stats=None):
     """Minimise the ElasticNet objective on ``prob`` from its current coefficients.
 
     Collective. Returns ``(n_iter, gap_unscaled, tol_unscaled, stats)``; ``n_iter``
     counts sweeps over the working set. ``on_epoch(dict)`` gets one record per sweep.
+
+    ``precompute``: ``True`` solves each working-set problem by exact CD on its
+    centred Gram matrix (one Allreduce of ``|W|^2`` values, then no communication);
+    ``"auto"`` does so at more than one rank when ``|W| <= 2048``; ``False`` always
+    runs the engine's rounds.
     """
     comm = prob.comm
     prob.set_penalty(alpha, l1_ratio)
@@ -231,6 +268,8 @@ def solve_enet(prob: EnetProblem, alpha, l1_ratio=1.0, tol=1e-4, max_iter=1000, 
     P_prev = np.inf
     stall = 0
     best_gap = np.inf
+    gram_sweeps = 0
+    gram_solves = 0
 
     def record(gap_v, primal, n_iter, kind):
         if on_epoch is None:
@@ -239,6 +278,7 @@ def solve_enet(prob: EnetProblem, alpha, l1_ratio=1.0, tol=1e-4, max_iter=1000, 
                "dual_gap": gap_v / prob.n, "nnz": int(np.count_nonzero(prob.w)), "check": kind,
                "round_size": int(sched.round_size)}
         row.update(eng.stats())
+        row["gram_sweeps"] = gram_sweeps
         on_epoch(row)
 
     while True:
@@ -271,8 +311,19 @@ def solve_enet(prob: EnetProblem, alpha, l1_ratio=1.0, tol=1e-4, max_iter=1000, 
         else:
             W = cand
             target = tol_s
+        use_gram = precompute is True or (precompute == "auto" and comm.size > 1)
+        if use_gram and prob.gram_ok(W, 1 << 30 if precompute is True else 2048):
+            G, q, z = prob.gram(W, eng)
+            wW = prob.w[W].copy()
+            sw, g_in, P = K.gram_cd(G, q, wW, z, prob.yy, prob.a, prob.b, target, max_iter - n_iter)
+            n_iter += int(sw)
+            gram_sweeps += int(sw)
+            gram_solves += 1
+            prob.apply(W, wW)  # local residual update, no communication
+            record(g_in, P, n_iter, "gram")
+            continue
         sched.set_active(W)
-        sched.set_round_size(min(U, max(1, len(W) // 2)))
+        sched.set_round_size(min(U, max(1, len(W) // (2 + pipeline_depth))))
         while n_iter < max_iter:
             eng.run(len(W))
             n_iter += 1
@@ -303,10 +354,12 @@ def solve_enet(prob: EnetProblem, alpha, l1_ratio=1.0, tol=1e-4, max_iter=1000, 
     stats["final_round_size"] = int(sched.round_size)
     stats["working_set"] = int(ws_size)
     stats["candidates"] = int(len(cand))
+    stats["gram_sweeps"] = int(gram_sweeps)
+    stats["gram_solves"] = int(gram_solves)
     if engine_stats is not None:
         for k, v in stats.items():
             engine_stats[k] = engine_stats.get(k, 0) + v if isinstance(v, (int, float)) and k.startswith(
-                ("rounds", "updates", "rejected", "time_")) else v
+                ("rounds", "updates", "rejected", "time_", "gram_")) else v
     return n_iter, gap, tol_s, stats
 
 
@@ -392,6 +445,10 @@ class ElasticNet:
     screening : gap-safe screening of provably-zero coefficients.
     working_set : solve on growing working sets certified by the global gap.
     serial_fusion : at one rank, run each round as exact sequential CD in one kernel.
+    precompute : ``"auto"`` (default), True or False: solve working-set problems by
+        exact CD on their Gram matrix (one Allreduce per working set instead of one
+        per round); auto = at more than one rank when the working set has at most
+        2048 coefficients. False always runs the engine's scheduled rounds.
     sample_rows : rows of X the ``sap`` scheduler samples for correlations.
     comm : MPI communicator (default COMM_WORLD); ``fit`` is collective.
     """
@@ -400,7 +457,8 @@ class ElasticNet:
 
     def __init__(self, alpha=1.0, l1_ratio=0.5, fit_intercept=True, max_iter=1000, tol=1e-4, warm_start=False,
                  scheduler="sap", round_size=None, rho=0.1, eta=1e-2, warmup_sweeps=1, pipeline_depth=0,
-                 screening=True, working_set=True, serial_fusion=True, sample_rows=1000, random_state=0, comm=None):
+                 screening=True, working_set=True, serial_fusion=True, precompute="auto", sample_rows=1000,
+                 random_state=0, comm=None):
         self.alpha = alpha
         self.l1_ratio = l1_ratio
         self.fit_intercept = fit_intercept
@@ -416,6 +474,7 @@ class ElasticNet:
         self.screening = screening
         self.working_set = working_set
         self.serial_fusion = serial_fusion
+        self.precompute = precompute
         self.sample_rows = sample_rows
         self.random_state = random_state
         self.comm = comm
@@ -436,13 +495,17 @@ class ElasticNet:
         _check("screening", self.screening, bool)
         _check("working_set", self.working_set, bool)
         _check("serial_fusion", self.serial_fusion, bool)
+        if not (self.precompute == "auto" or isinstance(self.precompute, (bool, np.bool_))):
+            raise ConfigError(f"precompute: expected 'auto', True or False, got {self.precompute!r}")
         _check("sample_rows", self.sample_rows, int, 2)
         _check("random_state", self.random_state, int, 0)
 
     def _engine_kw(self, sample):
         return dict(scheduler=self.scheduler, round_size=self.round_size, rho=self.rho, eta=self.eta,
                     warmup_sweeps=self.warmup_sweeps, pipeline_depth=self.pipeline_depth, screening=self.screening,
-                    working_set=self.working_set, serial_fusion=self.serial_fusion, sample=sample,
+                    working_set=self.working_set, serial_fusion=self.serial_fusion,
+                    precompute=self.precompute if isinstance(self.precompute, str) else bool(self.precompute),
+                    sample=sample,
                     seed=self.random_state)
 
     def _problem(self, X, y):
@@ -505,10 +568,11 @@ class Lasso(ElasticNet):
 
     def __init__(self, alpha=1.0, fit_intercept=True, max_iter=1000, tol=1e-4, warm_start=False, scheduler="sap",
                  round_size=None, rho=0.1, eta=1e-2, warmup_sweeps=1, pipeline_depth=0, screening=True,
-                 working_set=True, serial_fusion=True, sample_rows=1000, random_state=0, comm=None):
+                 working_set=True, serial_fusion=True, precompute="auto", sample_rows=1000, random_state=0,
+                 comm=None):
         super().__init__(alpha, 1.0, fit_intercept, max_iter, tol, warm_start, scheduler, round_size, rho, eta,
-                         warmup_sweeps, pipeline_depth, screening, working_set, serial_fusion, sample_rows,
-                         random_state, comm)
+                         warmup_sweeps, pipeline_depth, screening, working_set, serial_fusion, precompute,
+                         sample_rows, random_state, comm)
 
 
 def alpha_grid(prob: EnetProblem, l1_ratio=1.0, eps=1e-3, n_alphas=100) -> np.ndarray:

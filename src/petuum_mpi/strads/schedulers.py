@@ -98,6 +98,16 @@ class Scheduler:
             return v
         return v[self.blocked[v] == 0]
 
+    def _nonempty(self, c, u):
+        """``c`` (free candidates), or when every candidate was in flight, up to ``u``
+        free active variables drawn uniformly: an empty round would end the sweep."""
+        if len(c) or self.depth == 0:
+            return c
+        free = self.active[self.blocked[self.active] == 0]
+        if len(free) == 0:
+            return c
+        return np.sort(self.rng.choice(free, size=min(u, len(free)), replace=False))
+
     def feedback(self, vars_, change) -> None:
         """Results of a round: ``change[k]`` = |new - old| of ``vars_[k]`` (or None)."""
 
@@ -148,7 +158,7 @@ class RandomScheduler(Scheduler):
         if len(a) == 0 or u <= 0:
             return np.empty(0, dtype=np.int64)
         v = np.unique(a[self.rng.integers(0, len(a), size=min(u, len(a)))])
-        return self._free(v)
+        return self._nonempty(self._free(v), u)
 
 
 class PriorityScheduler(Scheduler):
@@ -218,7 +228,11 @@ class PriorityScheduler(Scheduler):
         u = self.round_size if max_size is None else min(self.round_size, int(max_size))
         if len(self.active) == 0 or u <= 0:
             return np.empty(0, dtype=np.int64)
-        return self._free(self._candidates(min(u, len(self.active))))
+        u = min(u, len(self.active))
+        # draw extra candidates when rounds are in flight: blocked ones are dropped
+        extra = self.depth if self._warm_left <= 0 else 0
+        c = self._free(self._candidates(min(u * (1 + extra), len(self.active))))[:u]
+        return self._nonempty(c, u)
 
 
 class RowSample:
@@ -321,8 +335,10 @@ class SAPScheduler(PriorityScheduler):
             return np.empty(0, dtype=np.int64)
         u = min(u, len(self.active))
         if self.sample is None or self.exact or (u == 1 and self.depth == 0):
-            return self._free(self._candidates(u))
-        c = self._free(self._candidates(min(2 * u, len(self.active))))
+            return PriorityScheduler.schedule(self, u)
+        extra = self.depth if self._warm_left <= 0 else 0
+        c = self._free(self._candidates(min(2 * u * (1 + extra), len(self.active))))[: 2 * u]
+        c = self._nonempty(c, 2 * u)  # then filtered like any candidates
         if len(c) <= 1 and self.depth == 0:
             return c
         blocked = np.concatenate(list(self._recent)) if self._recent else np.empty(0, dtype=np.int64)
