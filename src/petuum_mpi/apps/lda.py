@@ -60,9 +60,10 @@ SCHEMA = {
             "sampler": Field(str, default="auto", choices=SAMPLERS,
                              help=f"mh (O(1)/token), plain (O(K)/token), auto (plain if K < {AUTO_MH_MIN_K})"),
             "mh_steps": Field(int, default=2, min=1, help="Metropolis-Hastings (doc, word) proposal pairs per token"),
-            "clocks_per_iter": Field(int, default=1, min=1,
+            "clocks_per_iter": Field(int, default=0, min=0,
                                      help="parameter-server clocks per sweep (the local documents are cut into this "
-                                          "many chunks; more = fresher counts, more communication)"),
+                                          "many chunks; more = fresher counts, more communication); "
+                                          "0 = 1 on one rank, 4 on more"),
             "evaluate_every": Field(int, default=1, min=0,
                                     help="compute log p(w,z) every N iterations (0 = only at the end)"),
             "perplexity_every": Field(int, default=0, min=0,
@@ -194,11 +195,11 @@ class LDA:
         whatever K is; ``plain``: exact O(K) conditional; ``auto``: plain when
         ``K < AUTO_MH_MIN_K``, else mh.
     mh_steps : int, default 2
-    clocks_per_iter : int, default 1
+    clocks_per_iter : int, default 0
         Parameter-server clocks per sweep: the local documents are cut into this
         many chunks (by tokens), each followed by a pull/push/clock, so other
         workers' updates arrive within the sweep (faster convergence per sweep
-        on many ranks; more communication).
+        on many ranks; more communication). 0: 1 on one rank, 4 on more.
     evaluate_every : int, default 1
         Compute log p(w, z) every N iterations (0: only at the end).
     perplexity_every : int, default 0
@@ -232,7 +233,8 @@ class LDA:
     """
 
     def __init__(self, n_components=10, *, doc_topic_prior=0.1, topic_word_prior=0.01, max_iter=100,
-                 sampler="auto", mh_steps=2, clocks_per_iter=1, evaluate_every=1, perplexity_every=0, perplexity_iter=20,
+                 sampler="auto", mh_steps=2, clocks_per_iter=0, evaluate_every=1, perplexity_every=0,
+                 perplexity_iter=20,
                  n_top_words=10, random_state=0, consistency="ssp", staleness=1, engine=None, comm=None):
         self.n_components = n_components
         self.doc_topic_prior = doc_topic_prior
@@ -266,7 +268,7 @@ class LDA:
         integer("n_components", 1)
         integer("max_iter", 1)
         integer("mh_steps", 1)
-        integer("clocks_per_iter", 1)
+        integer("clocks_per_iter", 0)
         integer("evaluate_every", 0)
         integer("perplexity_every", 0)
         integer("perplexity_iter", 1)
@@ -384,13 +386,15 @@ class LDA:
         dense = rows.size * 2 > V  # whole-table copies beat fancy indexing
         lo, hi = (V * comm.rank) // comm.size, (V * (comm.rank + 1)) // comm.size  # my LL row range
         self.history_ = []
+        cpi = int(self.clocks_per_iter) or (1 if comm.size == 1 else 4)
+        self.clocks_per_iter_ = cpi
         ps = ParameterServer.from_config(engine, tables, comm)
         try:
             start_iter = 0
             resumed = ps.resume() if engine.get("resume") else None
             if resumed is not None:
                 clk, state = resumed
-                start_iter = int(clk) // int(self.clocks_per_iter)  # snapshots hold a consistent z at any clock
+                start_iter = int(clk) // cpi  # snapshots hold a consistent z at any clock
                 zs = None if state is None else state.get("z")
                 bad = zs is None or np.asarray(zs).shape != (N,)
                 if ps.allreduce(float(bad)) > 0:  # raise on every rank together
@@ -408,7 +412,7 @@ class LDA:
                 m_wk = np.zeros((V, K), dtype=np.int32)
                 lk.count_tables(tok_ptr, words, z, np.zeros((D, K), np.int32), m_wk, np.zeros(K, np.int64))
                 index = lk.build_word_index(words, V)
-            n_chunks = int(self.clocks_per_iter)
+            n_chunks = cpi
             chunks = np.searchsorted(tok_ptr, np.linspace(0, N, n_chunks + 1)).astype(np.int64)
             chunks[0], chunks[-1] = 0, D
             chunks = np.maximum.accumulate(chunks)
