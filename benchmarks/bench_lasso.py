@@ -26,8 +26,13 @@ import argparse  # noqa: E402
 parser = argparse.ArgumentParser()
 parser.add_argument("--size", choices=("small", "full"), default="small")
 parser.add_argument("--scheduler", default="cyclic")
+parser.add_argument("--precompute", choices=("auto", "true", "false"), default="auto")
+parser.add_argument("--only", default="tall,wide,path", help="cases to run (comma separated)")
 bench = Bench("lasso", parser=parser)
 size = bench.args.size
+PRE = {"auto": "auto", "true": True, "false": False}[bench.args.precompute]
+ONLY = bench.args.only.split(",")
+KW = dict(scheduler=bench.args.scheduler, precompute=PRE, max_iter=100000)
 comm = bench.comm
 SIZES = {"small": dict(tall=(5000, 10000, 500_000), wide=(100, 20000)),
          "full": dict(tall=(50000, 100000, 10_000_000), wide=(500, 200000))}[size]
@@ -63,10 +68,10 @@ def case(name, X, y, tol=1e-7):
         f_sk = objective(X, y, m.coef_, m.intercept_, alpha)
         print(f"# {name}: sklearn {t_sk:.3f}s rel {(f_sk - opt) / opt:.2e} nnz {np.count_nonzero(m.coef_)}", flush=True)
     opt, t_sk = comm.bcast((opt, t_sk), root=0)
-    Lasso(alpha=alpha, tol=1e-2, scheduler=bench.args.scheduler).fit(X, y)  # warm the kernels
+    Lasso(alpha=alpha, tol=1e-2, **KW).fit(X, y)  # warm the kernels
     comm.Barrier()
     t0 = time.perf_counter()
-    ours = Lasso(alpha=alpha, tol=tol, scheduler=bench.args.scheduler).fit(X, y)
+    ours = Lasso(alpha=alpha, tol=tol, **KW).fit(X, y)
     comm.Barrier()
     t_us = time.perf_counter() - t0
     f = objective(X, y, ours.coef_, ours.intercept_, alpha)
@@ -78,11 +83,18 @@ def case(name, X, y, tol=1e-7):
 
 
 n, p, nnz = SIZES["tall"]
-Xa, ya, _ = make_regression(n, p, nnz=nnz, group_size=4, corr=0.8, seed=0)
-case(f"tall sparse {n}x{p} nnz={Xa.nnz}", Xa, ya)
-n2, p2 = SIZES["wide"]
-Xb, yb, _ = make_regression(n2, p2, dense=True, group_size=1, seed=1)
-case(f"wide dense {n2}x{p2}", Xb, yb)
+if "tall" in ONLY or "path" in ONLY:
+    Xa, ya, _ = make_regression(n, p, nnz=nnz, group_size=4, corr=0.8, seed=0)
+if "tall" in ONLY:
+    case(f"tall sparse {n}x{p} nnz={Xa.nnz}", Xa, ya)
+if "wide" in ONLY:
+    n2, p2 = SIZES["wide"]
+    Xb, yb, _ = make_regression(n2, p2, dense=True, group_size=1, seed=1)
+    case(f"wide dense {n2}x{p2}", Xb, yb)
+    del Xb
+if "path" not in ONLY:
+    bench.finish()
+    sys.exit(0)
 
 # (c) path of 20 alphas on (a), no intercept (as sklearn's lasso_path)
 t_sk = None
@@ -97,7 +109,7 @@ if comm.rank == 0:
 t_sk = comm.bcast(t_sk, root=0)
 comm.Barrier()
 t0 = time.perf_counter()
-lasso_path(Xa, ya, n_alphas=20, eps=1e-2, tol=1e-7, scheduler=bench.args.scheduler)
+lasso_path(Xa, ya, n_alphas=20, eps=1e-2, tol=1e-7, **KW)
 comm.Barrier()
 bench.row("lasso path 20 alphas", data=f"tall sparse {n}x{p}", metric="time_s", value=time.perf_counter() - t0,
           baseline=t_sk, baseline_name="sklearn lasso_path")

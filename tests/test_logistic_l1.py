@@ -57,3 +57,19 @@ def test_validation():
         L1LogisticRegression(scheduler="x").fit(X, y)
     with pytest.raises(DataError, match="2 classes"):
         L1LogisticRegression().fit(X, np.arange(len(y)) % 3)
+
+
+@pytest.mark.mpi
+def test_dataset_path(comm, shared_tmp):
+    X, y = data("sparse", seed=3)
+    pdata = pytest.importorskip("petuum_mpi.data")
+    path = f"{shared_tmp}/l1log_ds"
+    if comm.rank == 0:
+        pdata.write_matrix(path, sp.csr_matrix(X), y, n_shards=3, task="classification", n_classes=2)
+    comm.Barrier()
+    m = L1LogisticRegression(C=0.5, tol=1e-8, max_iter=300).fit(path)
+    ref = reference(X, y, 0.5, True)
+    fo = objective(X, y, m.coef_, m.intercept_, 0.5)
+    fr = objective(X, y, ref.coef_, ref.intercept_, 0.5)
+    assert abs(fo - fr) <= 1e-6 * fr
+    np.testing.assert_allclose(m.coef_, ref.coef_, atol=1e-4)

@@ -250,8 +250,7 @@ def solve_enet(prob: EnetProblem, alpha, l1_ratio=1.0, tol=1e-4, max_iter=1000, 
 
     ``precompute``: ``True`` solves each working-set problem by exact CD on its
     centred Gram matrix (one Allreduce of ``|W|^2`` values, then no communication);
-    ``"auto"`` does so at more than one rank when ``|W| <= 2048``; ``False`` always
-    runs the engine's rounds.
+    ``"auto"`` does so when ``|W| <= 2048``; ``False`` always runs the engine's rounds.
     """
     comm = prob.comm
     prob.set_penalty(alpha, l1_ratio)
@@ -311,7 +310,7 @@ def solve_enet(prob: EnetProblem, alpha, l1_ratio=1.0, tol=1e-4, max_iter=1000, 
         else:
             W = cand
             target = tol_s
-        use_gram = precompute is True or (precompute == "auto" and comm.size > 1)
+        use_gram = precompute is True or precompute == "auto"
         if use_gram and prob.gram_ok(W, 1 << 30 if precompute is True else 2048):
             G, q, z = prob.gram(W, eng)
             wW = prob.w[W].copy()
@@ -447,8 +446,9 @@ class ElasticNet:
     serial_fusion : at one rank, run each round as exact sequential CD in one kernel.
     precompute : ``"auto"`` (default), True or False: solve working-set problems by
         exact CD on their Gram matrix (one Allreduce per working set instead of one
-        per round); auto = at more than one rank when the working set has at most
-        2048 coefficients. False always runs the engine's scheduled rounds.
+        per round, and all sweeps of a working set in one kernel call); auto = when
+        the working set has at most 2048 coefficients. False always runs the
+        engine's scheduled rounds (the scheduler matters only then).
     sample_rows : rows of X the ``sap`` scheduler samples for correlations.
     comm : MPI communicator (default COMM_WORLD); ``fit`` is collective.
     """
@@ -664,6 +664,8 @@ def schema(app: str = "lasso") -> dict:
         engine["screening"] = Field(bool, default=True, help="gap-safe screening")
         engine["working_set"] = Field(bool, default=True, help="working-set solver")
         engine["serial_fusion"] = Field(bool, default=True, help="one rank: exact sequential rounds")
+        engine["precompute"] = Field(str, default="auto", choices=("auto", "true", "false"),
+                                     help="Gram-matrix solver on small working sets (false: engine rounds only)")
     return {"model": Section(model, help="model hyperparameters"), "engine": Section(engine, help="STRADS engine")}
 
 
@@ -680,11 +682,14 @@ def run_job(job: dict, ctx) -> dict:
     train = job["data"]["train"]
     test = job["data"].get("test")
     counter = {"k": 0}
+    bar = ctx.progress(m.get("n_alphas") if app != "l1_logistic" and m.get("alpha") is None else None, app)
 
     def log_row(row):
         counter["k"] += 1
         if counter["k"] % every == 0:
             ctx.rundir.log_metrics({k: v for k, v in row.items() if not isinstance(v, str)})
+        figs = {k: row[k] for k in ("alpha", "objective", "dual_gap", "subgrad", "nnz") if k in row}
+        bar.update(1, **figs)
 
     eng_kw = {k: e[k] for k in ("scheduler", "round_size", "rho", "eta", "warmup_sweeps", "pipeline_depth",
                                 "sample_rows")}
@@ -699,6 +704,7 @@ def run_job(job: dict, ctx) -> dict:
         arrays = {"coef": est.coef_.ravel(), "intercept": est.intercept_, "classes": est.classes_.astype(np.float64)}
     else:
         eng_kw.update({k: e[k] for k in ("screening", "working_set", "serial_fusion")})
+        eng_kw["precompute"] = {"auto": "auto", "true": True, "false": False}[e["precompute"]]
         l1 = m.get("l1_ratio", 1.0)
         if m["alpha"] is None:  # a path
             alphas_out = []
@@ -726,6 +732,7 @@ def run_job(job: dict, ctx) -> dict:
             summary.update({k: v for k, v in est.telemetry_.items()})
             summary.pop("objective")
             arrays = {"coef": est.coef_, "intercept": np.array([est.intercept_])}
+    bar.close()
     summary["time"] = time.perf_counter() - t0
     if test and est is not None:
         Xt, yt, _, _ = load_local(test, None, comm)

@@ -120,18 +120,29 @@ class CyclicScheduler(Scheduler):
 
     def _on_active(self):
         a = self.active
-        if self.costs is not None and len(a) > self.round_size:
-            # nnz-balanced rounds: deal the variables sorted by cost round-robin
-            order = a[np.argsort(self.costs[a], kind="stable")]
-            n_rounds = -(-len(a) // self.round_size)
-            pad = n_rounds * self.round_size - len(order)
-            grid = np.concatenate([order, np.full(pad, -1)]).reshape(self.round_size, n_rounds)
-            # snake order so every round mixes light and heavy variables
-            grid[1::2] = grid[1::2, ::-1]
-            flat = grid.T.ravel()
+        u = self.round_size
+        if self.costs is not None and len(a) > u:
+            # nnz-balanced rounds: deal the variables by decreasing cost in batches of
+            # one per round, the heaviest of a batch to the currently lightest round
+            order = a[np.argsort(-self.costs[a], kind="stable")]
+            n_rounds = -(-len(a) // u)
+            grid = np.full((u, n_rounds), -1, dtype=np.int64)
+            load = np.zeros(n_rounds)
+            for k in range(u):  # u vectorised steps, not one per variable
+                batch = order[k * n_rounds : (k + 1) * n_rounds]
+                if len(batch) == 0:
+                    break
+                dest = np.argsort(load, kind="stable")[: len(batch)]
+                grid[k, dest] = batch
+                load[dest] += self.costs[batch]
+            rounds = grid.T  # one row per round
+            sizes = (rounds >= 0).sum(axis=1)
+            flat = rounds.ravel()
             self.order = flat[flat >= 0]
+            self.bounds = np.concatenate([[0], np.cumsum(sizes)])
         else:
             self.order = a
+            self.bounds = np.append(np.arange(0, len(a), u), len(a))
         self.pos = 0
 
     def set_round_size(self, u):
@@ -139,14 +150,16 @@ class CyclicScheduler(Scheduler):
         self._on_active()
 
     def schedule(self, max_size=None):
+        """The next round of the sweep; a round never spans two sweeps."""
         u = self.round_size if max_size is None else min(self.round_size, int(max_size))
         n = len(self.order)
         if n == 0 or u <= 0:
             return np.empty(0, dtype=np.int64)
-        u = min(u, n)
-        idx = (self.pos + np.arange(u)) % n
-        self.pos = (self.pos + u) % n
-        return self._free(self.order[idx])
+        end_round = self.bounds[np.searchsorted(self.bounds, self.pos, side="right")]
+        end = min(int(end_round), self.pos + u)
+        v = self.order[self.pos : end]
+        self.pos = end % n
+        return self._free(v)
 
 
 class RandomScheduler(Scheduler):
