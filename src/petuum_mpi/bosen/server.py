@@ -26,7 +26,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from ..errors import UsageError
-from ..runtime import get_comm
+from ..runtime import compile_once, get_comm
+from . import kernels as K
 from .layout import CONSISTENCY, Layout, TableSpec, validate_spec
 from .telemetry import TableStats, merge
 
@@ -143,6 +144,7 @@ class ParameterServer:
         self._straggler = dict(straggler or {})
         self._rng = random.Random(int(self._straggler.get("seed", 0)) * 7919 + self.me)
 
+        compile_once(lambda: K.warmup(sorted({t.dtype.str for t in self._tables})), self.comm)
         P = self.P
         self._hdr_len = _HDR_FIXED + 4 * P
         hdr_bytes = _align(8 * self._hdr_len)
@@ -587,11 +589,7 @@ class ParameterServer:
                         units = self._mem[o : o + 8 * nu].view(np.int64)
                         o += 8 * nu
                         vals = self._mem[o : o + nu * t.lay.unit_bytes].view(t.dtype).reshape(nu, t.lay.bw)
-                        slots = units // P
-                        if nu == 1:
-                            t.shard[slots[0]] += vals[0]
-                        else:
-                            t.shard[slots] += vals
+                        K.add_rows(t.shard, units // P, vals)
                     cons += nbytes
                     h[CS + p] = seq
                     if tag >= 0:
@@ -659,10 +657,7 @@ class ParameterServer:
         self._begin_write()
         try:
             for t, du in work:
-                vals = t.oplog_u[du]
-                t.shard[du // P] += vals
-                t.cache_u[du] += vals
-                t.oplog_u[du] = 0
+                K.apply_own(t.shard, t.cache_u, t.oplog_u, du, P)
                 t.dirty[du] = False
             a = _HDR_FIXED + self.me
             self._hdr[a] = max(int(self._hdr[a]), tag)
@@ -716,9 +711,7 @@ class ParameterServer:
                     units = buf[_CHUNK_HDR : _CHUNK_HDR + 8 * nu].view(np.int64)
                     units[:] = du
                     vals = buf[_CHUNK_HDR + 8 * nu : _CHUNK_HDR + 8 * nu + nu * ub].view(t.dtype).reshape(nu, t.lay.bw)
-                    np.take(t.oplog_u, du, axis=0, out=vals)
-                    t.cache_u[du] += vals
-                    t.oplog_u[du] = 0
+                    K.pack_units(t.oplog_u, t.cache_u, du, vals)
                     t.dirty[du] = False
                     t.stats.sent_units += nu
                     t.stats.sent_bytes += nu * ub
@@ -780,7 +773,7 @@ class ParameterServer:
                     if required is None or mt >= required:
                         break
                     self._wait(t, back)
-                t.cache_u[us] = t.shard[us // P]
+                K.gather_own(t.cache_u, t.shard, us, P)
             else:
                 mt = self._fetch_remote(t, o, us, required, back)
             t.fetch_tag[us] = mt
