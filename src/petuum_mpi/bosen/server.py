@@ -311,6 +311,10 @@ class ParameterServer:
             if srt and isinstance(csel, slice) and sel.size and sel[-1] - sel[0] == sel.size - 1:
                 tgt = t.oplog[sel[0] : sel[-1] + 1, csel]
                 np.add(tgt, d, out=tgt, casting="same_kind")
+            elif isinstance(csel, slice) and d.ndim == 2:
+                # any rows, repeated ones included: one pass, no temporaries
+                tgt = t.oplog if (csel.start == 0 and csel.stop == lay.width) else t.oplog[:, csel]
+                K.add_rows(tgt, sel.astype(np.int64, copy=False), np.ascontiguousarray(d, dtype=t.dtype))
             elif isinstance(csel, slice) and (srt or np.unique(sel).size == sel.size):
                 t.oplog[sel, csel] += d
             else:
