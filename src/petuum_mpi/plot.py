@@ -17,7 +17,12 @@ from .errors import UsageError
 from .rundir import read_metrics
 
 X_KEYS = ("iter", "epoch", "clock", "round", "sweep")
-SKIP = set(X_KEYS) | {"wall", "time", "series", "rank", "alpha_index"}
+SKIP = set(X_KEYS) | {"wall", "time", "series", "rank", "alpha_index", "final"}
+PRIORITY = [
+    "objective", "loss", "train_objective", "dual_gap", "nnz", "loglik", "loglik_per_token", "perplexity",
+    "train_rmse", "test_rmse", "rmse", "train_logloss", "test_logloss", "train_accuracy", "test_accuracy",
+    "tokens_per_s", "updates_per_s", "staleness_mean", "staleness_max", "wait_s",
+]
 
 
 def _numeric(v) -> bool:
@@ -46,9 +51,12 @@ def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
         for k, v in r.items():
             if k not in SKIP and k not in keys and _numeric(v):
                 keys.append(k)
+    # the figures people look at first, then the rest in the order they appear
+    seen = {k: i for i, k in enumerate(keys)}
+    keys.sort(key=lambda k: (PRIORITY.index(k) if k in PRIORITY else len(PRIORITY), seen[k]))
     keys = keys[:11]
     time_key = "wall" if "wall" in rows[0] else ("time" if "time" in rows[0] else None)
-    obj = next((k for k in ("objective", "loss", "train_objective", "log_likelihood") if k in keys), None)
+    obj = next((k for k in ("objective", "loss", "train_objective") if k in keys), None)
     n = len(keys) + (1 if (obj and time_key) else 0)
     ncols = min(3, max(1, n))
     nrows = math.ceil(n / ncols)
