@@ -269,6 +269,7 @@ def solve_enet(prob: EnetProblem, alpha, l1_ratio=1.0, tol=1e-4, max_iter=1000, 
     best_gap = np.inf
     gram_sweeps = 0
     gram_solves = 0
+    rejected_sweeps = 0
 
     def record(gap_v, primal, n_iter, kind):
         if on_epoch is None:
@@ -323,18 +324,24 @@ def solve_enet(prob: EnetProblem, alpha, l1_ratio=1.0, tol=1e-4, max_iter=1000, 
             continue
         sched.set_active(W)
         sched.set_round_size(min(U, max(1, len(W) // (2 + pipeline_depth))))
+        P_prev = primal  # objective at the start of this working set
         while n_iter < max_iter:
+            w_saved = None if eng.exact else prob.w.copy()
             eng.run(len(W))
             n_iter += 1
             g_in, P, _, _ = prob.gap(W, eng)
-            record(g_in, P, n_iter, "working_set")
-            # safeguard against parallel rounds that overshoot (correlated columns)
+            # safeguard against parallel rounds that overshoot (correlated columns):
+            # a sweep that raised the objective is undone and the round size halved
             if eng.exact:
                 pass  # sequential CD: monotone, nothing to guard
-            elif P > P_prev + 1e-12 * abs(P_prev):
-                U = max(1, sched.round_size // 2)
-                sched.set_round_size(U)
-                stall = 0
+            elif not np.isfinite(P) or P > P_prev + 1e-12 * abs(P_prev):
+                if sched.round_size > 1 or not np.isfinite(P):
+                    prob.set_coef(w_saved)  # local: r = y - X w, no communication
+                    U = max(1, sched.round_size // 2)
+                    sched.set_round_size(U)
+                    stall = 0
+                    rejected_sweeps += 1
+                    continue
             elif g_in > 0.9 * best_gap:
                 stall += 1
                 if stall >= 10 and sched.round_size > 1:
@@ -343,6 +350,7 @@ def solve_enet(prob: EnetProblem, alpha, l1_ratio=1.0, tol=1e-4, max_iter=1000, 
                     stall = 0
             else:
                 stall = 0
+            record(g_in, P, n_iter, "working_set")
             best_gap = min(best_gap, g_in)
             P_prev = P
             if g_in <= target:
@@ -355,6 +363,7 @@ def solve_enet(prob: EnetProblem, alpha, l1_ratio=1.0, tol=1e-4, max_iter=1000, 
     stats["candidates"] = int(len(cand))
     stats["gram_sweeps"] = int(gram_sweeps)
     stats["gram_solves"] = int(gram_solves)
+    stats["rejected_sweeps"] = int(rejected_sweeps)
     if engine_stats is not None:
         for k, v in stats.items():
             engine_stats[k] = engine_stats.get(k, 0) + v if isinstance(v, (int, float)) and k.startswith(

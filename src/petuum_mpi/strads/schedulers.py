@@ -327,15 +327,25 @@ def _greedy_independent(G, n_cand, rho, limit):
 
 
 class SAPScheduler(PriorityScheduler):
-    """Priority candidates filtered so that no two dependent variables share a round."""
+    """Priority candidates filtered so that no two dependent variables share a round.
+
+    Candidates turned away (dependent on an accepted one, or beyond the round) are
+    offered first in the next round, so a dependency never starves a variable."""
 
     name = "sap"
+
+    def _on_active(self):
+        super()._on_active()
+        carry = getattr(self, "_carry", None)
+        if carry is not None and len(carry):
+            self._carry = carry[np.isin(carry, self.active)]
 
     def __init__(self, n_vars, round_size=64, depth=0, seed=0, costs=None, eta=1e-2, warmup_sweeps=1,
                  rho=0.1, sample=None):
         super().__init__(n_vars, round_size, depth, seed, costs, eta, warmup_sweeps)
         self.rho = float(rho)
         self.sample = sample
+        self._carry = np.empty(0, dtype=np.int64)
         # sampling noise of a correlation estimate from s rows is ~ 1/sqrt(s): a
         # threshold below 3/sqrt(s) would mistake noise for dependence
         if sample is not None:
@@ -349,15 +359,22 @@ class SAPScheduler(PriorityScheduler):
         u = min(u, len(self.active))
         if self.sample is None or self.exact or (u == 1 and self.depth == 0):
             return PriorityScheduler.schedule(self, u)
+        # candidates turned away last round come first (they cannot starve), then new draws
+        carry = self._free(self._carry)
+        want = max(0, min(2 * u, len(self.active)) - len(carry))
         extra = self.depth if self._warm_left <= 0 else 0
-        c = self._free(self._candidates(min(2 * u * (1 + extra), len(self.active))))[: 2 * u]
+        new = self._free(self._candidates(min(want * (1 + extra), len(self.active)))) if want else carry[:0]
+        new = new[~np.isin(new, carry)]
+        c = np.concatenate([carry, new[:want]])
         c = self._nonempty(c, 2 * u)  # then filtered like any candidates
         if len(c) <= 1 and self.depth == 0:
+            self._carry = c[:0]
             return c
         blocked = np.concatenate(list(self._recent)) if self._recent else np.empty(0, dtype=np.int64)
         G = self.sample.corr(c, np.concatenate([c, blocked]))
         np.fill_diagonal(G[:, : len(c)], 0.0)
         keep = _greedy_independent(G, len(c), self.rho, u)
+        self._carry = c[~keep][:u]
         nk = int(keep.sum())
         # candidates turned away by a dependency (not merely beyond the round size)
         last = np.nonzero(keep)[0]
