@@ -275,9 +275,13 @@ def solve_enet(prob: EnetProblem, alpha, l1_ratio=1.0, tol=1e-4, max_iter=1000, 
         if on_epoch is None:
             return
         row = {"iter": n_iter, "time": time.perf_counter() - t_start, "objective": primal / prob.n,
-               "dual_gap": gap_v / prob.n, "nnz": int(np.count_nonzero(prob.w)), "check": kind,
-               "round_size": int(sched.round_size)}
-        row.update(eng.stats())
+               "dual_gap": gap_v / prob.n, "nnz": int(np.count_nonzero(prob.w)), "check": kind}
+        st = eng.stats()
+        if st["rounds"] or not gram_solves:  # engine telemetry once the engine ran rounds
+            row["round_size"] = int(sched.round_size)
+            row.update(st)
+        else:
+            row.update({k: st[k] for k in ("rounds", "updates", "time_comm")})
         row["gram_sweeps"] = gram_sweeps
         on_epoch(row)
 
