@@ -116,6 +116,7 @@ class EnetProblem:
         self.a = 0.0
         self.b = 0.0
         self._buf = np.empty(0)
+        self._gcache = None  # (W, G) of the last Gram solve (G depends on W only)
 
     # ---------------------------------------------------------------- state
     def set_penalty(self, alpha: float, l1_ratio: float) -> None:
@@ -234,6 +235,9 @@ class EnetProblem:
         return float(self.ybar - self.mu @ self.w) if self.fit_intercept else 0.0
 
 
+GRAM_LIMIT = 2048  # precompute="auto": Gram solver on working sets up to this size
+
+
 def _auto_round_size(prob: EnetProblem) -> int:
     nnz = float(prob.cost.mean()) if prob.p else 1.0
     per_rank = max(1.0, nnz / max(1, prob.comm.size))
@@ -309,6 +313,8 @@ def solve_enet(prob: EnetProblem, alpha, l1_ratio=1.0, tol=1e-4, max_iter=1000, 
             supp = prob.w[cand] != 0
             n_supp = int(supp.sum())
             ws_size = min(len(cand), max(ws_size, 100, 2 * n_supp))
+            if precompute == "auto" and n_supp + 100 <= GRAM_LIMIT:
+                ws_size = min(ws_size, GRAM_LIMIT)  # stay with the Gram solver while the support allows
             order = np.argsort(np.where(supp, -np.inf, score), kind="stable")
             W = np.sort(cand[order[:ws_size]])
             target = max(0.3 * gap, 0.5 * tol_s)
@@ -316,14 +322,26 @@ def solve_enet(prob: EnetProblem, alpha, l1_ratio=1.0, tol=1e-4, max_iter=1000, 
             W = cand
             target = tol_s
         use_gram = precompute is True or precompute == "auto"
-        if use_gram and prob.gram_ok(W, 1 << 30 if precompute is True else 2048):
-            G, q, z = prob.gram(W, eng)
+        if use_gram and prob.gram_ok(W, 1 << 30 if precompute is True else GRAM_LIMIT):
+            cache = prob._gcache
+            if cache is not None and np.array_equal(cache[0], W):
+                # same W: reuse G; fresh gradients from the residual (|W| values, no drift)
+                G = cache[1]
+                q = np.empty(len(W))
+                prob._partial(W, q)
+                q = eng.allreduce(q)
+                z = q + G @ prob.w[W]
+            else:
+                G, q, z = prob.gram(W, eng)
+                gram_solves += 1
             wW = prob.w[W].copy()
-            sw, g_in, P = K.gram_cd(G, q, wW, z, prob.yy, prob.a, prob.b, target, max_iter - n_iter)
+            # sweeps are cheap next to building G: solve the working set deeper
+            t_gram = max(min(target, 1e-3 * gap), 0.5 * tol_s) if W is not cand else target
+            sw, g_in, P = K.gram_cd(G, q, wW, z, prob.yy, prob.a, prob.b, t_gram, max_iter - n_iter)
             n_iter += int(sw)
             gram_sweeps += int(sw)
-            gram_solves += 1
             prob.apply(W, wW)  # local residual update, no communication
+            prob._gcache = (W, G)
             record(g_in, P, n_iter, "gram")
             continue
         sched.set_active(W)
