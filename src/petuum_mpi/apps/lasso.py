@@ -222,9 +222,8 @@ class EnetProblem:
         if self.fit_intercept:
             muW = self.mu[W]
             G -= self.n * np.outer(muW, muW)
-        G = 0.5 * (G + G.T)  # exactly symmetric
         z = q + G @ self.w[W]
-        return np.ascontiguousarray(G), q, z
+        return G, q, z
 
     def gram_ok(self, W, limit: int = 2048) -> bool:
         """Is a Gram matrix of ``W`` small enough (size and, dense, the column copy)?"""

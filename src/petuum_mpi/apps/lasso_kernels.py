@@ -191,8 +191,8 @@ def gram_cd(G, q, w, z, yy, a, b, target, max_sweeps):
             d = v - w[j]
             if d != 0.0:
                 w[j] = v
-                for i in range(m):
-                    q[i] -= d * G[i, j]
+                for i in range(m):  # row j (= column j, G symmetric): contiguous
+                    q[i] -= d * G[j, i]
         sweeps += 1
         # gap of the working-set problem: R2 = yy - w.z - w.q, R.y = yy - w.z
         wz = 0.0
