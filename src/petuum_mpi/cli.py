@@ -246,17 +246,26 @@ def main(argv=None) -> int:
         return 2
 
 
-def _abort_run(exc: BaseException) -> None:
+def _abort_run(exc: PetuumError) -> None:
     """A user error during ``run``: print it once and bring every rank down.
 
-    Errors found collectively (a bad job file, a bad dataset) are raised on all
-    ranks at once: rank 0 prints and aborts at once, the others wait a moment so
-    that the abort reaches them before they print the same message again.
+    An error raised by every rank at once (``exc.collective``: a bad job file, a
+    bad dataset found by a collective reader) ends the job cleanly: rank 0
+    prints it and every rank exits with code 2 (no abort, so no output is lost).
+    Any other error aborts the job from the rank that raised it.
     """
     from mpi4py import MPI
 
-    from .runtime import abort_on_error
+    from .runtime import abort_on_error, format_error
 
-    if MPI.COMM_WORLD.rank != 0:
-        time.sleep(0.5)
+    world = MPI.COMM_WORLD
+    if getattr(exc, "collective", False):
+        if world.rank == 0:
+            sys.stderr.write(format_error(exc, 0, 1) + "\n")
+            sys.stderr.flush()
+        raise SystemExit(2)
+    # Other ranks may have hit the same error (a missing file seen by all): they
+    # wait so that rank 0's abort reaches them before they print it again.
+    if world.rank != 0:
+        time.sleep(1.0)
     abort_on_error(exc, code=2)

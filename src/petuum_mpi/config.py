@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from .errors import ConfigError
+from .errors import ConfigError, collective
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -278,7 +278,7 @@ def load_job(path: str, overrides: Sequence[str] = (), comm=None) -> dict:
             err = str(e)
     job, err = comm.bcast((job, err), root=0)
     if err is not None:
-        raise ConfigError(err)
+        raise collective(ConfigError(err))
     return job
 
 

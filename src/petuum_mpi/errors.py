@@ -8,7 +8,20 @@ and aborts every rank (see :mod:`petuum_mpi.runtime`).
 
 
 class PetuumError(Exception):
-    """Base class of all errors caused by the user's input or usage."""
+    """Base class of all errors caused by the user's input or usage.
+
+    ``collective`` is True when every rank of the job raised the same error at
+    the same point (a bad job file, a bad dataset found by a collective reader):
+    the job can then end cleanly on every rank instead of being aborted.
+    """
+
+    collective = False
+
+
+def collective(exc: PetuumError) -> PetuumError:
+    """Mark ``exc`` as raised by every rank at once (see ``PetuumError.collective``)."""
+    exc.collective = True
+    return exc
 
 
 class ConfigError(PetuumError):

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, collective
 
 
 def _jsonable(v: Any) -> Any:
@@ -84,7 +84,7 @@ class RunDir:
                 err = f"[run] output_dir: cannot write the run directory {path}: {e.strerror or e}"
         path, err = comm.bcast((path, err), root=0)
         if err:
-            raise ConfigError(err)
+            raise collective(ConfigError(err))
         return cls(path, comm, append=bool(job.get("engine", {}).get("resume", False)))
 
     # -- writing -------------------------------------------------------

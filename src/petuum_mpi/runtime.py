@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 import traceback
 
 from .errors import PetuumError
@@ -82,6 +83,7 @@ def abort_on_error(exc: BaseException, comm=None, code: int = 1) -> None:
     sys.stderr.flush()
     sys.stdout.flush()
     if world.size > 1:
+        time.sleep(0.3)  # let mpiexec forward the message before the abort tears the job down
         world.Abort(code)
     raise SystemExit(code)
 

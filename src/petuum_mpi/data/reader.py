@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, collective
 from ..runtime import get_comm
 from . import validate as V
 from .format import SPARSE_ARRAYS, Dataset, Shard, file_sha256, open_dataset
@@ -94,7 +94,7 @@ def _raise_together(comm, err: str | None) -> None:
     errs = comm.allgather(err)
     for r, e in enumerate(errs):
         if e:
-            raise DataError(e if comm.size == 1 else f"{e} [found on rank {r}]")
+            raise collective(DataError(e if comm.size == 1 else f"{e} [found on rank {r}]"))
 
 
 def _together(comm, fn: Callable[[], Any]):
