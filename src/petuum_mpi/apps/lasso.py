@@ -77,7 +77,6 @@ class EnetProblem:
             self.data = Xc.data
             self.X = None
             nnz_col = np.diff(self.indptr).astype(np.float64)
-            sq = np.bincount(Xc.indices, weights=Xc.data ** 2, minlength=0) if False else None
             colsum = np.asarray(Xc.sum(axis=0)).ravel()
             colsq = np.asarray(Xc.multiply(Xc).sum(axis=0)).ravel()
         else:
@@ -607,7 +606,7 @@ class Lasso(ElasticNet):
 
 def alpha_grid(prob: EnetProblem, l1_ratio=1.0, eps=1e-3, n_alphas=100) -> np.ndarray:
     """sklearn's grid: alpha_max = max|X_c^T y_c| / (n l1_ratio), geometric down to eps * alpha_max."""
-    w0, r0 = prob.w.copy(), None
+    w0 = prob.w.copy()
     prob.set_coef(np.zeros(prob.p))
     prob.set_penalty(1.0, l1_ratio)
     _, _, XtA, dn = prob.gap(None)
