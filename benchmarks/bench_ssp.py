@@ -74,7 +74,7 @@ def objective(ws, P):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--clocks", type=int, default=80)
-    ap.add_argument("--png", default="benchmarks/results/bosen_ssp.png")
+    ap.add_argument("--png", default=None, help="PNG path (default benchmarks/results/bosen_ssp_<P>ranks.png)")
     bench = Bench("bosen_ssp", parser=ap)
     args = bench.args
     comm = MPI.COMM_WORLD
@@ -121,6 +121,8 @@ def main():
                       f"staleness mean {tw['staleness_mean']:.2f} var {tw['staleness_var']:.2f} "
                       f"final f {f[-1]:.4g} (target {target:.4g})", flush=True)
             curves[sname] = (res, target)
+    if args.png is None:
+        args.png = f"benchmarks/results/bosen_ssp_{comm.size}ranks.png"
     if comm.rank == 0 and args.png:
         import matplotlib
 
