@@ -27,6 +27,7 @@ import scipy.sparse as sp
 
 from ..config import Field, Section
 from ..errors import ConfigError, DataError, UsageError
+from ..params import check_param as _check
 from ..runtime import compile_once, get_comm
 from ..strads.engine import Engine, allreduce_sum
 from ..strads.sample import gather_row_sample
@@ -392,32 +393,6 @@ def solve_enet(prob: EnetProblem, alpha, l1_ratio=1.0, tol=1e-4, max_iter=1000, 
 
 
 # ====================================================================== estimators
-def _check(name, value, kind, lo=None, hi=None, lo_open=False, choices=None, none_ok=False):
-    if value is None and none_ok:
-        return value
-    if kind is bool:
-        if not isinstance(value, (bool, np.bool_)):
-            raise ConfigError(f"{name}: expected a boolean, got {value!r}")
-        return bool(value)
-    if kind is str:
-        if not isinstance(value, str) or (choices and value not in choices):
-            raise ConfigError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
-        return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ConfigError(f"{name}: expected an integer, got {value!r}")
-        value = int(value)
-    else:
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise ConfigError(f"{name}: expected a number, got {value!r}")
-        value = float(value)
-        if not np.isfinite(value):
-            raise ConfigError(f"{name}: expected a finite number, got {value!r}")
-    if lo is not None and (value < lo or (lo_open and value == lo)):
-        raise ConfigError(f"{name}: must be {'>' if lo_open else '>='} {lo}, got {value!r}")
-    if hi is not None and value > hi:
-        raise ConfigError(f"{name}: must be <= {hi}, got {value!r}")
-    return value
 
 
 def load_local(X, y=None, comm=None, layout="csc"):

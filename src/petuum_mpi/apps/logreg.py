@@ -27,6 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ConfigError, DataError, UsageError
+from ..params import check_param as _check
 from ..runtime import compile_once, get_comm
 from . import logreg_kernels as K
 
@@ -81,32 +82,6 @@ def _warm(comm):
 
 
 # ----------------------------------------------------------------------------- validation
-def _check(name, value, kind, lo=None, hi=None, lo_open=False, hi_open=False, choices=None, none_ok=False):
-    if value is None and none_ok:
-        return None
-    if kind is bool:
-        if not isinstance(value, (bool, np.bool_)):
-            raise ConfigError(f"{name}: expected a boolean, got {value!r}")
-        return bool(value)
-    if kind is str:
-        if not isinstance(value, str) or (choices and value not in choices):
-            raise ConfigError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
-        return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ConfigError(f"{name}: expected an integer, got {value!r}")
-        value = int(value)
-    else:
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise ConfigError(f"{name}: expected a number, got {value!r}")
-        value = float(value)
-        if not np.isfinite(value):
-            raise ConfigError(f"{name}: expected a finite number, got {value!r}")
-    if lo is not None and (value < lo or (lo_open and value == lo)):
-        raise ConfigError(f"{name}: must be {'>' if lo_open else '>='} {lo}, got {value!r}")
-    if hi is not None and (value > hi or (hi_open and value == hi)):
-        raise ConfigError(f"{name}: must be {'<' if hi_open else '<='} {hi}, got {value!r}")
-    return value
 
 
 def holdout_mask(row_ids: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -518,7 +493,7 @@ class LogisticRegression:
                 row = self._evaluate(ps, Xl, yl, te, n_tr, n_te, C, D, Wavg, bavg, state, caught_up)
                 row.update({"iter": clk + 1, "epoch": (clk + 1) / cpe, "train_time": t_train,
                             "time": time.perf_counter() - t_start})
-                row.update(_ps_figures(ps))
+                row.update(ps.figures("W"))
                 self.history_.append(row)
                 if on_clock is not None:
                     on_clock(row)
@@ -540,7 +515,7 @@ class LogisticRegression:
         row = self._evaluate(ps, Xl, yl, te, n_tr, n_te, C, D, None, None, state, None, final=(Wf, bf))
         row.update({"iter": min(clk + 1, total_clocks) if total_clocks > clk0 else clk0,
                     "epoch": self.n_iter_, "train_time": t_train, "time": time.perf_counter() - t_start})
-        row.update(_ps_figures(ps))
+        row.update(ps.figures("W"))
         self.history_.append(row)
         if on_clock is not None:
             on_clock(row)
@@ -649,7 +624,7 @@ class LogisticRegression:
                                               final=(W2, b), train=False))
                     row.update({"iter": clk, "epoch": clk / cpe, "train_time": t_train,
                                 "time": time.perf_counter() - t_start, "step_size": eta})
-                    row.update(_ps_figures(ps))
+                    row.update(ps.figures("W"))
                     self.history_.append(row)
                     if on_clock is not None:
                         on_clock(row)
@@ -691,7 +666,7 @@ class LogisticRegression:
                     "train_time": t_train, "time": time.perf_counter() - t_start, "step_size": eta})
         if stopped:
             row["iter"] = clk
-        row.update(_ps_figures(ps))
+        row.update(ps.figures("W"))
         self.history_.append(row)
         if on_clock is not None:
             on_clock(row)
@@ -824,11 +799,6 @@ class LogisticRegression:
         return m
 
 
-def _ps_figures(ps) -> dict:
-    s = ps.stats()
-    tw = s["tables"]["W"]
-    return {"staleness_mean": tw["staleness_mean"], "staleness_max": tw["staleness_max"], "wait_s": s["wait_s"],
-            "bytes_sent": s["bytes_sent"], "msgs": s["msgs"]}
 
 
 # ----------------------------------------------------------------------------- job

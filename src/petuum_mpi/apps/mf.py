@@ -318,7 +318,7 @@ class MatrixFactorization:
                 row = self._evaluate(ps, ul, il, vl, te, U, Vw, bu, bi, mu, n_tr, n_te, Kc, fresh=False)
                 row.update({"iter": clk + 1, "epoch": (clk + 1) / cpe, "step_size": eta, "train_time": t_train,
                             "updates_per_s": n_upd / max(t_train, 1e-12), "time": time.perf_counter() - t_start})
-                row.update(_ps_figures(ps))
+                row.update(ps.figures("V"))
                 self.history_.append(row)
                 if on_clock is not None:
                     on_clock(row)
@@ -326,7 +326,7 @@ class MatrixFactorization:
         row = self._evaluate(ps, ul, il, vl, te, U, Vw, bu, bi, mu, n_tr, n_te, Kc, fresh=True)
         row.update({"iter": clk + 1, "epoch": self.n_iter_, "train_time": t_train,
                     "updates_per_s": n_upd / max(t_train, 1e-12), "time": time.perf_counter() - t_start})
-        row.update(_ps_figures(ps))
+        row.update(ps.figures("V"))
         self.history_.append(row)
         if on_clock is not None:
             on_clock(row)
@@ -436,11 +436,6 @@ class MatrixFactorization:
         return m
 
 
-def _ps_figures(ps) -> dict:
-    s = ps.stats()
-    tv = s["tables"]["V"]
-    return {"staleness_mean": tv["staleness_mean"], "staleness_max": tv["staleness_max"], "wait_s": s["wait_s"],
-            "bytes_sent": s["bytes_sent"], "msgs": s["msgs"]}
 
 
 # ----------------------------------------------------------------------------- job

@@ -429,6 +429,14 @@ class ParameterServer:
         out["tables"] = {t.name: t.stats.as_dict(el, self._clock) for t in self._tables}
         return out
 
+    def figures(self, table: str) -> dict:
+        """Headline figures of this rank for one metrics row: staleness of
+        ``table``'s reads (mean, max), time spent waiting, bytes and messages sent."""
+        s = self.stats()
+        t = s["tables"][self._t(table).name]
+        return {"staleness_mean": t["staleness_mean"], "staleness_max": t["staleness_max"], "wait_s": s["wait_s"],
+                "bytes_sent": s["bytes_sent"], "msgs": s["msgs"]}
+
     def stats_all(self) -> dict | None:
         """Collective: the merged stats of all ranks on rank 0 (None elsewhere)."""
         mine = self.stats()
