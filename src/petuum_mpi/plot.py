@@ -51,6 +51,8 @@ def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
         for k, v in r.items():
             if k not in SKIP and k not in keys and _numeric(v):
                 keys.append(k)
+    # a metric that never changes (e.g. engine counters of a run that used another solver) gets no panel
+    keys = [k for k in keys if len({r[k] for r in rows if _numeric(r.get(k))}) > 1 or k in ("objective", "loss")]
     # the figures people look at first, then the rest in the order they appear
     seen = {k: i for i, k in enumerate(keys)}
     keys.sort(key=lambda k: (PRIORITY.index(k) if k in PRIORITY else len(PRIORITY), seen[k]))

@@ -685,11 +685,12 @@ def run_job(job: dict, ctx) -> dict:
     every = int(job.get("run", {}).get("log_every", 1))
     train = job["data"]["train"]
     test = job["data"].get("test")
-    counter = {"k": 0}
+    counter = {"k": 0, "last": {}}
     bar = ctx.progress(m.get("n_alphas") if app != "l1_logistic" and m.get("alpha") is None else None, app)
 
     def log_row(row):
         counter["k"] += 1
+        counter["last"] = row
         if counter["k"] % every == 0:
             ctx.rundir.log_metrics({k: v for k, v in row.items() if not isinstance(v, str)})
         figs = {k: row[k] for k in ("alpha", "objective", "dual_gap", "subgrad", "nnz") if k in row}
@@ -734,7 +735,9 @@ def run_job(job: dict, ctx) -> dict:
             summary = {"objective": None, "dual_gap": est.dual_gap_, "nnz": int(np.count_nonzero(est.coef_)),
                        "n_iter": est.n_iter_}
             summary.update({k: v for k, v in est.telemetry_.items()})
-            summary.pop("objective")
+            summary["objective"] = counter["last"].get("objective")  # at the final gap check
+            if summary["objective"] is None:
+                summary.pop("objective")
             arrays = {"coef": est.coef_, "intercept": np.array([est.intercept_])}
     bar.close()
     summary["time"] = time.perf_counter() - t0
