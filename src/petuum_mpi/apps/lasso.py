@@ -393,6 +393,16 @@ def solve_enet(prob: EnetProblem, alpha, l1_ratio=1.0, tol=1e-4, max_iter=1000, 
 
 
 # ====================================================================== estimators
+def check_engine_params(est) -> None:
+    """Validate the STRADS engine parameters shared by every model-parallel estimator."""
+    _check("scheduler", est.scheduler, str, choices=SCHEDULERS)
+    _check("round_size", est.round_size, int, 1, none_ok=True)
+    _check("rho", est.rho, float, 0.0, 1.0)
+    _check("eta", est.eta, float, 0.0)
+    _check("warmup_sweeps", est.warmup_sweeps, float, 0.0)
+    _check("pipeline_depth", est.pipeline_depth, int, 0)
+
+
 
 
 def load_local(X, y=None, comm=None, layout="csc"):
@@ -490,12 +500,7 @@ class ElasticNet:
         _check("max_iter", self.max_iter, int, 1)
         _check("tol", self.tol, float, 0.0)
         _check("warm_start", self.warm_start, bool)
-        _check("scheduler", self.scheduler, str, choices=SCHEDULERS)
-        _check("round_size", self.round_size, int, 1, none_ok=True)
-        _check("rho", self.rho, float, 0.0, 1.0)
-        _check("eta", self.eta, float, 0.0)
-        _check("warmup_sweeps", self.warmup_sweeps, float, 0.0)
-        _check("pipeline_depth", self.pipeline_depth, int, 0)
+        check_engine_params(self)
         _check("screening", self.screening, bool)
         _check("working_set", self.working_set, bool)
         _check("serial_fusion", self.serial_fusion, bool)

@@ -28,7 +28,7 @@ from ..strads.engine import Engine, allreduce_sum
 from ..strads.sample import gather_row_sample
 from ..strads.schedulers import SCHEDULERS, make_scheduler
 from . import logistic_l1_kernels as K
-from .lasso import ConvergenceWarning, _check, load_local
+from .lasso import ConvergenceWarning, _check, check_engine_params, load_local
 
 _WARMED = set()
 
@@ -139,12 +139,7 @@ class L1LogisticRegression:
         _check("tol", self.tol, float, 0.0)
         _check("max_iter", self.max_iter, int, 1)
         _check("warm_start", self.warm_start, bool)
-        _check("scheduler", self.scheduler, str, choices=SCHEDULERS)
-        _check("round_size", self.round_size, int, 1, none_ok=True)
-        _check("rho", self.rho, float, 0.0, 1.0)
-        _check("eta", self.eta, float, 0.0)
-        _check("warmup_sweeps", self.warmup_sweeps, float, 0.0)
-        _check("pipeline_depth", self.pipeline_depth, int, 0)
+        check_engine_params(self)
         _check("inner_sweeps", self.inner_sweeps, int, 1)
         _check("sample_rows", self.sample_rows, int, 2)
 
