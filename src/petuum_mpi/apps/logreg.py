@@ -515,20 +515,7 @@ class LogisticRegression:
         row = self._evaluate(ps, Xl, yl, te, n_tr, n_te, C, D, None, None, state, None, final=(Wf, bf))
         row.update({"iter": min(clk + 1, total_clocks) if total_clocks > clk0 else clk0,
                     "epoch": self.n_iter_, "train_time": t_train, "time": time.perf_counter() - t_start})
-        row.update(ps.figures("W"))
-        self.history_.append(row)
-        if on_clock is not None:
-            on_clock(row)
-        self.objective_ = row["objective"]
-        self.train_time_ = t_train
-        d = self.n_features_in_
-        self.coef_ = np.ascontiguousarray(Wf[:d].T)
-        self.intercept_ = bf.copy()
-        self.stats_ = ps.stats()
-        self.stats_all_ = ps.stats_all()
-        if self.tol is not None and not stopped:
-            warnings.warn(f"LogisticRegression: objective still decreasing by more than tol={self.tol} after "
-                          f"max_iter={self.max_iter} epochs; increase max_iter", ConvergenceWarning, stacklevel=3)
+        self._finish(ps, row, Wf, bf, t_train, on_clock, stopped, "epochs")
 
     def _train_svrg(self, ps, Xl, yl, te, C, B, nb, D, dense, seed, engine, on_clock):
         """SVRG: every iteration starts with a barrier and a snapshot of the PS model
@@ -666,6 +653,10 @@ class LogisticRegression:
                     "train_time": t_train, "time": time.perf_counter() - t_start, "step_size": eta})
         if stopped:
             row["iter"] = clk
+        self._finish(ps, row, Wf, bf, t_train, on_clock, stopped, "iterations")
+
+    def _finish(self, ps, row, Wf, bf, t_train, on_clock, stopped, unit):
+        """Record the final metrics row and set the fitted attributes (both solvers)."""
         row.update(ps.figures("W"))
         self.history_.append(row)
         if on_clock is not None:
@@ -679,8 +670,8 @@ class LogisticRegression:
         self.stats_all_ = ps.stats_all()
         if self.tol is not None and not stopped:
             warnings.warn(f"LogisticRegression: objective still decreasing by more than tol={self.tol} after "
-                          f"max_iter={self.max_iter} iterations; increase max_iter", ConvergenceWarning,
-                          stacklevel=3)
+                          f"max_iter={self.max_iter} {unit}; increase max_iter", ConvergenceWarning,
+                          stacklevel=4)
 
     def _evaluate(self, ps, Xl, yl, te, n_tr, n_te, C, D, Wavg, bavg, state, caught_up, final=None, train=True):
         """Collective: objective of the (rank-averaged) model on all training rows, test figures."""
