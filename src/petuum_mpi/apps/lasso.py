@@ -78,8 +78,9 @@ class EnetProblem:
             self.data = Xc.data
             self.X = None
             nnz_col = np.diff(self.indptr).astype(np.float64)
-            colsum = np.asarray(Xc.sum(axis=0)).ravel()
-            colsq = np.asarray(Xc.multiply(Xc).sum(axis=0)).ravel()
+            colsum = np.empty(Xc.shape[1])
+            colsq = np.empty(Xc.shape[1])
+            K.col_stats_sparse(self.indptr, self.data, colsum, colsq)
         else:
             self.X = np.asfortranarray(X_local, dtype=np.float64)
             colsum = self.X.sum(axis=0)
@@ -208,10 +209,8 @@ class EnetProblem:
         m = len(W)
         buf = np.empty(m * m + m)
         if self.sparse:
-            if getattr(self, "_csc", None) is None:
-                self._csc = sp.csc_matrix((self.data, self.indices, self.indptr), shape=(self.n_local, self.p))
-            Xw = self._csc[:, W]
-            buf[: m * m] = (Xw.T @ Xw).toarray().ravel()
+            buf[: m * m] = 0.0
+            K.gram_sparse(self.indptr, self.indices, self.data, W, self.n_local, buf[: m * m].reshape(m, m))
         else:
             Xw = self.X[:, W]
             buf[: m * m] = (Xw.T @ Xw).ravel()
@@ -314,8 +313,11 @@ def solve_enet(prob: EnetProblem, alpha, l1_ratio=1.0, tol=1e-4, max_iter=1000, 
             ws_size = min(len(cand), max(ws_size, 100, 2 * n_supp))
             if precompute == "auto" and n_supp + 100 <= GRAM_LIMIT:
                 ws_size = min(ws_size, GRAM_LIMIT)  # stay with the Gram solver while the support allows
-            order = np.argsort(np.where(supp, -np.inf, score), kind="stable")
-            W = np.sort(cand[order[:ws_size]])
+            key = np.where(supp, -np.inf, score)
+            if ws_size < len(cand):  # the ws_size best: O(len(cand)), same on every rank
+                W = np.sort(cand[np.argpartition(key, ws_size - 1)[:ws_size]])
+            else:
+                W = cand.copy()
             target = max(0.3 * gap, 0.5 * tol_s)
         else:
             W = cand

@@ -36,6 +36,20 @@ def partial_sparse(indptr, indices, data, vars_, r, rsum, mu, out):
 
 
 @numba.njit(cache=True)
+def col_stats_sparse(indptr, data, colsum, colsq):
+    """colsum[j], colsq[j] = sum and sum of squares of CSC column j."""
+    for j in range(indptr.shape[0] - 1):
+        s = 0.0
+        s2 = 0.0
+        for p in range(indptr[j], indptr[j + 1]):
+            v = data[p]
+            s += v
+            s2 += v * v
+        colsum[j] = s
+        colsq[j] = s2
+
+
+@numba.njit(cache=True)
 def enet_values(vars_, g, w, nrm2, a, b, out):
     """Coordinate minimisers from the summed partials (Jacobi round)."""
     for k in range(vars_.shape[0]):
@@ -153,6 +167,7 @@ def warmup():
     nrm = np.ones(2)
     partial_dense(X, v, r, 0.0, mu, out)
     partial_sparse(S.indptr.astype(np.int64), S.indices.astype(np.int32), S.data, v, r, 0.0, mu, out)
+    col_stats_sparse(S.indptr.astype(np.int64), S.data, out.copy(), out.copy())
     enet_values(v, out, w, nrm, 0.1, 0.0, out)
     apply_dense(X, v, out, w.copy(), r.copy(), mu, out.copy())
     apply_sparse(S.indptr.astype(np.int64), S.indices.astype(np.int32), S.data, v, out, w.copy(), r.copy(), mu,
@@ -163,6 +178,54 @@ def warmup():
     warmup_gram()
 
 
+@numba.njit(cache=True, inline="always")
+def _soft(tmp, a, den):
+    if tmp > a:
+        return (tmp - a) / den
+    if tmp < -a:
+        return (tmp + a) / den
+    return 0.0
+
+
+@numba.njit(cache=True)
+def _ws_gap(w, q, z, yy, a, b):
+    """(gap, primal) of the working-set problem from w, q = X^T R_c, z = X^T y_c."""
+    wz = 0.0
+    wq = 0.0
+    l1 = 0.0
+    w2 = 0.0
+    dn = 0.0
+    for j in range(w.shape[0]):
+        wz += w[j] * z[j]
+        wq += w[j] * q[j]
+        l1 += abs(w[j])
+        w2 += w[j] * w[j]
+        xa = abs(q[j] - b * w[j])
+        if xa > dn:
+            dn = xa
+    R2 = max(yy - wz - wq, 0.0)
+    ry = yy - wz
+    primal = 0.5 * (R2 + b * w2) + a * l1
+    s = a / dn if dn > a else 1.0
+    dual = -0.5 * s * s * (R2 + b * w2) + s * ry
+    return primal - dual, primal
+
+
+@numba.njit(cache=True)
+def _full_sweep(G, q, w, a, b):
+    m = w.shape[0]
+    for j in range(m):
+        gjj = G[j, j]
+        if gjj == 0.0:
+            continue
+        v = _soft(q[j] + gjj * w[j], a, gjj + b)
+        d = v - w[j]
+        if d != 0.0:
+            w[j] = v
+            for i in range(m):  # row j (= column j, G symmetric): contiguous
+                q[i] -= d * G[j, i]
+
+
 @numba.njit(cache=True)
 def gram_cd(G, q, w, z, yy, a, b, target, max_sweeps):
     """Exact cyclic CD on a working set from its centred Gram matrix (no data access).
@@ -171,55 +234,103 @@ def gram_cd(G, q, w, z, yy, a, b, target, max_sweeps):
     coefficients (updated in place), ``z`` = X_Wc^T y_c, ``yy`` = ||y_c||^2. Sweeps until
     the working-set duality gap is at most ``target`` or ``max_sweeps`` sweeps ran.
     Returns (sweeps, gap, primal). Every rank gets bitwise the same result.
+
+    Active-set phases (as glmnet): after a full sweep, the non-zero coefficients A are
+    swept alone on a compact copy of ``G[A, A]`` (cost |A| per change instead of |W|)
+    until the gap of the problem restricted to A is below ``target / 2``; ``q`` of the
+    whole working set is then brought up to date in one pass and a full sweep checks
+    that no other coefficient enters. The stopping test is always the full gap.
     """
     m = w.shape[0]
     sweeps = 0
     gap = np.inf
     primal = np.inf
+    act = np.empty(m, dtype=np.int64)
     while sweeps < max_sweeps:
-        for j in range(m):
-            gjj = G[j, j]
-            if gjj == 0.0:
-                continue
-            tmp = q[j] + gjj * w[j]
-            if tmp > a:
-                v = (tmp - a) / (gjj + b)
-            elif tmp < -a:
-                v = (tmp + a) / (gjj + b)
-            else:
-                v = 0.0
-            d = v - w[j]
-            if d != 0.0:
-                w[j] = v
-                for i in range(m):  # row j (= column j, G symmetric): contiguous
-                    q[i] -= d * G[j, i]
+        _full_sweep(G, q, w, a, b)
         sweeps += 1
-        # gap of the working-set problem: R2 = yy - w.z - w.q, R.y = yy - w.z
-        wz = 0.0
-        wq = 0.0
-        l1 = 0.0
-        w2 = 0.0
-        dn = 0.0
-        for j in range(m):
-            wz += w[j] * z[j]
-            wq += w[j] * q[j]
-            l1 += abs(w[j])
-            w2 += w[j] * w[j]
-            xa = abs(q[j] - b * w[j])
-            if xa > dn:
-                dn = xa
-        R2 = max(yy - wz - wq, 0.0)
-        ry = yy - wz
-        primal = 0.5 * (R2 + b * w2) + a * l1
-        s = a / dn if dn > a else 1.0
-        dual = -0.5 * s * s * (R2 + b * w2) + s * ry
-        gap = primal - dual
-        if gap <= target:
+        gap, primal = _ws_gap(w, q, z, yy, a, b)
+        if gap <= target or sweeps >= max_sweeps:
             break
+        nA = 0
+        for j in range(m):
+            if w[j] != 0.0:
+                act[nA] = j
+                nA += 1
+        if nA == 0 or 4 * nA > 3 * m:
+            continue  # no gain from a compact active set
+        GA = np.empty((nA, nA))
+        qA = np.empty(nA)
+        wA = np.empty(nA)
+        zA = np.empty(nA)
+        for k in range(nA):
+            jk = act[k]
+            qA[k] = q[jk]
+            wA[k] = w[jk]
+            zA[k] = z[jk]
+            for l in range(nA):
+                GA[k, l] = G[jk, act[l]]
+        while sweeps < max_sweeps:
+            _full_sweep(GA, qA, wA, a, b)
+            sweeps += 1
+            gA, _ = _ws_gap(wA, qA, zA, yy, a, b)
+            if gA <= 0.5 * target:
+                break
+        for k in range(nA):  # q -= G[:, A] (wA - w[A]), rows of G contiguous
+            jk = act[k]
+            d = wA[k] - w[jk]
+            if d != 0.0:
+                w[jk] = wA[k]
+                for i in range(m):
+                    q[i] -= d * G[jk, i]
     return sweeps, gap, primal
+
+
+@numba.njit(cache=True)
+def gram_sparse(indptr, indices, data, W, n_rows, G):
+    """G = X_W^T X_W for the CSC columns ``W`` (uncentred; ``G`` zero on entry), by rows.
+
+    Transposes the selected columns into row lists (counting sort), then adds each
+    row's outer product: cost nnz(X_W) + sum over rows of nnz_row^2.
+    """
+    m = W.shape[0]
+    cnt = np.zeros(n_rows + 1, dtype=np.int64)
+    for k in range(m):
+        j = W[k]
+        for p in range(indptr[j], indptr[j + 1]):
+            cnt[indices[p] + 1] += 1
+    for i in range(n_rows):
+        cnt[i + 1] += cnt[i]
+    nnz = cnt[n_rows]
+    col = np.empty(nnz, dtype=np.int64)
+    val = np.empty(nnz)
+    pos = cnt[:-1].copy()
+    for k in range(m):
+        j = W[k]
+        for p in range(indptr[j], indptr[j + 1]):
+            i = indices[p]
+            col[pos[i]] = k
+            val[pos[i]] = data[p]
+            pos[i] += 1
+    for i in range(n_rows):
+        for u in range(cnt[i], cnt[i + 1]):
+            ku = col[u]
+            vu = val[u]
+            for t in range(u, cnt[i + 1]):
+                G[ku, col[t]] += vu * val[t]
+    # columns ascend within a row: only G[k, l >= k] was filled; mirror it in tiles
+    # (a plain column-strided copy costs more than the products at |W| = 2048)
+    T = 64
+    for k0 in range(0, m, T):
+        for l0 in range(k0, m, T):
+            for k in range(k0, min(k0 + T, m)):
+                for l in range(max(l0, k + 1), min(l0 + T, m)):
+                    G[l, k] = G[k, l]
 
 
 def warmup_gram():
     G = np.eye(2)
     q = np.ones(2)
     gram_cd(G, q, np.zeros(2), np.ones(2), 2.0, 0.1, 0.0, 1e-6, 3)
+    gram_sparse(np.array([0, 1, 2], dtype=np.int64), np.array([0, 1], dtype=np.int32), np.ones(2),
+                np.array([0, 1], dtype=np.int64), 2, np.zeros((2, 2)))

@@ -119,6 +119,9 @@ class CyclicScheduler(Scheduler):
     name = "cyclic"
 
     def _on_active(self):
+        self.order = None  # built on the first schedule(): set_active is called on every rank, often unused
+
+    def _build_order(self):
         a = self.active
         u = self.round_size
         if self.costs is not None and len(a) > u:
@@ -152,6 +155,8 @@ class CyclicScheduler(Scheduler):
     def schedule(self, max_size=None):
         """The next round of the sweep; a round never spans two sweeps."""
         u = self.round_size if max_size is None else min(self.round_size, int(max_size))
+        if self.order is None:
+            self._build_order()
         n = len(self.order)
         if n == 0 or u <= 0:
             return np.empty(0, dtype=np.int64)
