@@ -123,5 +123,6 @@ if comm.rank == 0:
     worst = float(max(rel))
     print(f"# path: max over alphas of (ours - sklearn) / sklearn objective = {worst:.2e}", flush=True)
 bench.row("lasso path 20 alphas", data=f"tall sparse {n}x{p}", metric="time_s", value=t_us,
-          baseline=t_sk, baseline_name="sklearn lasso_path", target=TARGET, max_rel_objective_vs_sklearn=comm.bcast(worst, root=0))
+          baseline=t_sk, baseline_name="sklearn lasso_path", target=TARGET,
+          max_rel_objective_vs_sklearn=comm.bcast(worst, root=0))
 bench.finish()
