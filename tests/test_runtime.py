@@ -64,3 +64,22 @@ def test_numba_cache_dir_is_node_local():
     import socket
 
     assert socket.gethostname() in out.strip()
+
+
+@pytest.mark.mpi
+def test_blas_threads_limited_to_the_rank_share_of_cores(comm):
+    import numpy as np  # noqa: F401  (loads OpenBLAS)
+    from threadpoolctl import threadpool_info
+
+    from petuum_mpi.runtime import compile_once, limit_blas_threads, node_comm
+
+    compile_once(lambda: None, comm)
+    local = node_comm(comm)
+    n_local = local.size
+    local.Free()
+    blas = [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"]
+    user_set = any(v in os.environ for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"))
+    if n_local > 1 and not user_set and blas:
+        share = max(1, len(os.sched_getaffinity(0)) // n_local)
+        assert all(t <= share for t in blas), (blas, share)
+    assert limit_blas_threads(1) is None  # one rank on the node: leave BLAS alone

@@ -9,6 +9,10 @@ Rules every part of petuum_mpi follows:
 * Numba kernels are compiled on one rank per node before the other ranks load
   them from the cache (:func:`compile_once`), so cache files are never written
   concurrently.
+* One rank per core: when several ranks share a node, each rank's BLAS (NumPy /
+  SciPy's OpenBLAS or MKL) is limited to its share of the cores
+  (:func:`limit_blas_threads`, called by :func:`compile_once`), unless the user set
+  ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` / ``MKL_NUM_THREADS``.
 """
 
 from __future__ import annotations
@@ -115,6 +119,30 @@ def node_comm(comm=None):
     return get_comm(comm).Split_type(MPI.COMM_TYPE_SHARED)
 
 
+_BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def limit_blas_threads(ranks_on_node: int) -> int | None:
+    """Limit this rank's BLAS threads to ``cores // ranks_on_node`` (at least 1).
+
+    Several ranks on one node each running a BLAS with one thread per core
+    oversubscribe the cores (measured: 2 ranks x 2 OpenBLAS threads on 2 cores).
+    Does nothing when one rank runs on the node, when the user set one of
+    ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS``, or when
+    threadpoolctl is not installed. Returns the limit applied, or None.
+    """
+    if ranks_on_node <= 1 or any(v in os.environ for v in _BLAS_ENV):
+        return None
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = max(1, cores // ranks_on_node)
+    threadpool_limits(limits=n, user_api="blas")
+    return n
+
+
 def compile_once(warmup, comm=None) -> None:
     """Run ``warmup()`` (which calls cached Numba kernels on tiny inputs) on the
     first rank of each node, then on the others, so the cache is written once.
@@ -124,6 +152,7 @@ def compile_once(warmup, comm=None) -> None:
         warmup()
         return
     local = node_comm(comm)
+    limit_blas_threads(local.size)
     try:
         if local.rank == 0:
             warmup()
