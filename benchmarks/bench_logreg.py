@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -40,7 +41,10 @@ def obj(W, b):
                            0.0)
 
 
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.linear_model import LogisticRegression as SkLR, SGDClassifier  # noqa: E402
+
+warnings.filterwarnings("ignore", category=ConvergenceWarning)  # the budgeted sklearn fits stop early on purpose
 
 f_star = None
 if bench.rank == 0:

@@ -301,6 +301,11 @@ def margins_csr(indptr, indices, data, W, b):
     n = indptr.shape[0] - 1
     C = W.shape[1]
     Z = np.empty((n, C), dtype=np.float64)
+    if C == 1:
+        w = np.ascontiguousarray(W).reshape(W.shape[0])
+        for i in range(n):
+            Z[i, 0] = b[0] + _dot_row(indptr[i], indptr[i + 1], indices, data, w)
+        return Z
     for i in range(n):
         for c in range(C):
             Z[i, c] = b[c]
@@ -594,13 +599,99 @@ def _powers(lq, m):
     return out
 
 
+@njit(cache=True, inline="always")
+def _dot_row(p0, p1, indices, data, w):
+    """``sum_p data[p] w[indices[p]]`` over one CSR row, four independent accumulators
+    (the single-accumulator loop is bound by the add latency)."""
+    m0 = 0.0
+    m1 = 0.0
+    m2 = 0.0
+    m3 = 0.0
+    p = p0
+    while p + 4 <= p1:
+        m0 += data[p] * w[indices[p]]
+        m1 += data[p + 1] * w[indices[p + 1]]
+        m2 += data[p + 2] * w[indices[p + 2]]
+        m3 += data[p + 3] * w[indices[p + 3]]
+        p += 4
+    while p < p1:
+        m0 += data[p] * w[indices[p]]
+        p += 1
+    return (m0 + m1) + (m2 + m3)
+
+
+@njit(cache=True, inline="always")
+def _residual1(m, yi):
+    """Binary row: (dloss/dmargin, log-loss) at margin ``m``."""
+    if m >= 0:
+        e = math.exp(-m)
+        return 1.0 / (1.0 + e) - yi, math.log1p(e) + (1.0 - yi) * m
+    e = math.exp(m)
+    return e / (1.0 + e) - yi, math.log1p(e) - yi * m
+
+
+@njit(cache=True, nogil=True)
+def _snapshot_csr1(indptr, indices, data, y, w, b0, r, g):
+    n = indptr.shape[0] - 1
+    loss = 0.0
+    gb = 0.0
+    for i in range(n):
+        p0 = indptr[i]
+        p1 = indptr[i + 1]
+        z, li = _residual1(b0 + _dot_row(p0, p1, indices, data, w), y[i])
+        loss += li
+        r[i] = z
+        gb += z
+        for p in range(p0, p1):
+            g[indices[p]] += data[p] * z
+    return loss, gb
+
+
+def unsigned_indices(indices):
+    """The CSR column indices viewed as unsigned (no copy): Numba then skips the
+    negative-index wrap-around test on every gather (measured ~20% on a CSR mat-vec)."""
+    return indices.view(np.uint32 if indices.dtype.itemsize == 4 else np.uint64)
+
+
+@njit(cache=True, nogil=True)
+def permute_rows_csr(indptr, indices, data, y, perm):
+    """Rows ``perm`` of a CSR matrix (and of ``y``) as new contiguous arrays
+    ``(indptr, indices, data, y)``: passes over a once-shuffled copy read memory in
+    order (random row order costs ~3x in TLB and cache misses)."""
+    n = perm.shape[0]
+    ip = np.empty(n + 1, dtype=np.int64)
+    ip[0] = 0
+    for k in range(n):
+        r = perm[k]
+        ip[k + 1] = ip[k] + indptr[r + 1] - indptr[r]
+    ind = np.empty(ip[n], dtype=indices.dtype)
+    dat = np.empty(ip[n], dtype=data.dtype)
+    yy = np.empty(n, dtype=y.dtype)
+    for k in range(n):
+        r = perm[k]
+        q = ip[k]
+        for p in range(indptr[r], indptr[r + 1]):
+            ind[q] = indices[p]
+            dat[q] = data[p]
+            q += 1
+        yy[k] = y[r]
+    return ip, ind, dat, yy
+
+
 @njit(cache=True, nogil=True)
 def snapshot_csr(indptr, indices, data, y, W, b, R, gW, gb):
     """Snapshot pass of SVRG on CSR rows: ``R[i]`` <- dloss/dmargin of row ``i`` at
     ``(W, b)``; ``gW += X^T R``, ``gb += sum_i R[i]`` (sums, not means). Returns the
-    summed log-loss at ``(W, b)`` (so the snapshot also evaluates the objective)."""
+    summed log-loss at ``(W, b)`` (so the snapshot also evaluates the objective).
+    One pass over the rows (margin, residual and gradient scatter of a row while it
+    is in cache); ``W``, ``R``, ``gW`` C-contiguous."""
     n = indptr.shape[0] - 1
     C = W.shape[1]
+    if C == 1:
+        loss, g0 = _snapshot_csr1(indptr, indices, data, y, W.reshape(W.shape[0]), b[0], R.reshape(n),
+                                  gW.reshape(gW.shape[0]))
+        gb[0] += g0
+        return loss
     z = np.empty(C, dtype=np.float64)
     loss = 0.0
     for i in range(n):
@@ -663,6 +754,63 @@ def _svrg_catch_up_packed(M, j, t, C, eta, alpha, lq, qpow):
 
 
 @njit(cache=True, nogil=True)
+def _svrg_pass_packed_csr1(indptr, indices, data, y, order, batch_size, M, b, R, mub, t, eta, alpha,
+                           fit_intercept, eta_b):
+    """Binary (C = 1) specialisation of :func:`svrg_pass_packed_csr` (``M[j] = [w, mu, -, last]``).
+
+    A row's sparse variance-reduced step ``-eta/|B| x_i (r_i(w) - r~_i)`` is applied
+    at once (the next rows of the batch see it); the dense part ``-eta (mu + alpha w)``
+    once per batch, lazily: at the start of batch ``t`` a touched feature is caught up
+    to ``last = t``. This drops the per-batch gradient buffer and the second pass over
+    the touched features (measured 1.3x faster than the buffered step on 200k x 50k);
+    with rows sharing few features per batch the two differ by O(eta^2)."""
+    n = order.shape[0]
+    lq = math.log1p(-eta * alpha) if alpha > 0.0 else 0.0
+    nq = n // batch_size + 2
+    qpow = _powers(lq, nq)
+    ia = 1.0 / alpha if alpha > 0.0 else 0.0
+    loss = 0.0
+    ft = float(t)
+    bb = b[0]
+    mb = mub[0]
+    for s in range(0, n, batch_size):
+        e = min(s + batch_size, n)
+        gb = 0.0
+        step = eta / (e - s)
+        for ii in range(s, e):
+            r = order[ii]
+            p0 = indptr[r]
+            p1 = indptr[r + 1]
+            m = bb
+            for p in range(p0, p1):
+                j = indices[p]
+                lj = M[j, 3]
+                if lj < ft:
+                    k = int(ft - lj)
+                    if alpha > 0.0:
+                        qk = qpow[k] if k < nq else math.exp(k * lq)
+                        sj = M[j, 1] * ia
+                        M[j, 0] = (M[j, 0] + sj) * qk - sj
+                    else:
+                        M[j, 0] -= k * eta * M[j, 1]
+                    M[j, 3] = ft
+                m += data[p] * M[j, 0]
+            z, li = _residual1(m, y[r])
+            loss += li
+            z -= R[r]
+            gb += z
+            z *= step
+            for p in range(p0, p1):
+                M[indices[p], 0] -= data[p] * z
+        if fit_intercept:
+            bb -= eta_b * (gb / (e - s) + mb)
+        t += 1
+        ft += 1.0
+    b[0] = bb
+    return t, loss
+
+
+@njit(cache=True, nogil=True)
 def svrg_pass_packed_csr(indptr, indices, data, y, order, batch_size, M, b, R, mub, t, eta, alpha, fit_intercept,
                          touched, eta_b):
     """SVRG mini-batch steps over ``order`` (local row ids) in batches of
@@ -675,8 +823,14 @@ def svrg_pass_packed_csr(indptr, indices, data, y, order, batch_size, M, b, R, m
     intercept part of the snapshot gradient; ``b`` is updated in place with step
     ``eta_b`` (the intercept is a direction all rows and all workers share).
     Returns ``(t_end, loss_sum)`` (log-loss of the rows before their steps).
-    Call :func:`svrg_flush_packed` before reading ``W`` or changing ``mu``."""
+    Call :func:`svrg_flush_packed` before reading ``W`` or changing ``mu``.
+    With ``R = 0``, ``mu = 0``, ``mub = 0`` this is plain constant-step SGD.
+    Binary models use :func:`_svrg_pass_packed_csr1` (row-immediate sparse steps).
+    ``indices`` may be unsigned (:func:`unsigned_indices`)."""
     C = (M.shape[1] - 1) // 3
+    if C == 1:
+        return _svrg_pass_packed_csr1(indptr, indices, data, y, order, batch_size, M, b, R.reshape(R.shape[0]), mub,
+                                      t, eta, alpha, fit_intercept, eta_b)
     LC = 3 * C
     n = order.shape[0]
     lq = math.log1p(-eta * alpha) if alpha > 0.0 else 0.0
@@ -798,33 +952,37 @@ def mean_row_sq_norm_csr(indptr, data):
 
 @njit(cache=True, nogil=True)
 def top_eig_csr(indptr, indices, data, stride, n_iter, seed):
-    """Estimate of the largest eigenvalue of ``X_s^T X_s / n_s`` (``X_s`` = every
-    ``stride``-th row) by ``n_iter`` power iterations (SVRG step-size scale)."""
+    """Estimate of the largest eigenvalue of ``X_s^T X_s / n_s`` by ``n_iter`` power
+    iterations (SVRG step-size scale). ``X_s``: one block of 64 consecutive rows in
+    every ``stride`` blocks (consecutive rows keep memory access sequential)."""
     n = indptr.shape[0] - 1
     d = 0
-    for p in range(indices.shape[0]):
-        if indices[p] + 1 > d:
-            d = indices[p] + 1
-    if n == 0 or d == 0:
+    ns = 0
+    for i in range(n):
+        if (i // 64) % stride == 0:
+            ns += 1
+            for p in range(indptr[i], indptr[i + 1]):
+                if indices[p] + 1 > d:
+                    d = indices[p] + 1
+    if ns == 0 or d == 0:
         return 0.0
     np.random.seed(seed)
     v = np.random.standard_normal(d)
     w = np.zeros(d)
     lam = 0.0
-    ns = 0
-    for i in range(0, n, stride):
-        ns += 1
     for _ in range(n_iter):
         nv = math.sqrt(np.sum(v * v))
         if nv == 0.0:
             return 0.0
         v /= nv
         w[:] = 0.0
-        for i in range(0, n, stride):
-            s = 0.0
-            for p in range(indptr[i], indptr[i + 1]):
-                s += data[p] * v[indices[p]]
-            for p in range(indptr[i], indptr[i + 1]):
+        for i in range(n):
+            if (i // 64) % stride != 0:
+                continue
+            p0 = indptr[i]
+            p1 = indptr[i + 1]
+            s = _dot_row(p0, p1, indices, data, v)
+            for p in range(p0, p1):
                 w[indices[p]] += data[p] * s
         lam = np.sum(w * v) / ns
         v, w = w, v
