@@ -48,6 +48,36 @@ def test_sap_never_pairs_dependent_columns(depth):
     assert (C - np.eye(p)).max() > 0.7
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_independent_filter_matches_greedy_on_full_matrix(sparse):
+    # the lazy Numba filter against a greedy pass over the full |corr| matrix (NumPy, float64)
+    rng = np.random.default_rng(4)
+    S = correlated_sample(n=300, groups=25, size=4, seed=4)
+    if sparse:
+        S = sp.csr_matrix(S * (rng.random(S.shape) < 0.3))
+    sample = RowSample(S)
+    p = S.shape[1]
+    for trial in range(40):
+        cand = rng.permutation(p + 3)[:40]  # ids >= p (e.g. an intercept) are independent
+        blocked = np.setdiff1d(rng.choice(p, 10, replace=False), cand)
+        limit = int(rng.integers(5, 30))
+        rho = float(rng.choice([0.2, 0.4, 0.7]))
+        G = sample.corr(cand, np.concatenate([cand, blocked]))
+        ref = np.zeros(len(cand), dtype=bool)
+        acc = []
+        for i in range(len(cand)):
+            if len(acc) >= limit:
+                break
+            row = G[i]
+            near = [k for k in acc if row[k] >= rho + 1e-4]
+            far = [k for k in acc if row[k] < rho - 1e-4]
+            assert len(near) + len(far) == len(acc)  # no tie within float32 rounding
+            if row[len(cand):].max(initial=0.0) < rho and not near:
+                ref[i] = True
+                acc.append(i)
+        np.testing.assert_array_equal(sample.independent(cand, blocked, rho, limit), ref)
+
+
 def test_sap_sparse_sample_uses_cosine():
     rng = np.random.default_rng(3)
     S = sp.random(300, 60, density=0.2, random_state=3, format="csr")

@@ -276,12 +276,26 @@ class RowSample:
             norms[norms == 0] = 1.0
             S = S @ sp.diags(1.0 / norms).astype(np.float32)
             self.S = sp.csc_matrix(S)
+            self.S.sort_indices()
+            self._csc = (self.S.indptr.astype(np.int64), self.S.indices.astype(np.int32), self.S.data)
+            self._buf = np.zeros(self.n_rows, dtype=np.float32)
         else:
             S = np.asarray(S, dtype=np.float32)
             S = S - S.mean(axis=0)
             norms = np.sqrt(np.einsum("ij,ij->j", S, S))
             norms[norms == 0] = 1.0
             self.S = np.asfortranarray(S / norms)
+
+    def independent(self, cand, blocked, rho, limit) -> np.ndarray:
+        """Greedy filter: mask of the candidates accepted in order, each with
+        |corr| < ``rho`` to every accepted one and to every ``blocked`` id, at most
+        ``limit`` of them. Only the correlations the decisions need are computed
+        (a candidate stops at its first conflict), in one Numba call."""
+        cand = np.ascontiguousarray(cand, dtype=np.int64)
+        blocked = np.ascontiguousarray(blocked, dtype=np.int64)
+        if self.sparse:
+            return _greedy_sparse(*self._csc, self._buf, cand, blocked, float(rho), int(limit))
+        return _greedy_dense(self.S, cand, blocked, float(rho), int(limit))
 
     def corr(self, C, D) -> np.ndarray:
         """|estimated correlation| between columns C (rows) and D (cols).
@@ -302,31 +316,70 @@ class RowSample:
         return G
 
 
-@numba.njit(cache=True)
-def _greedy_independent(G, n_cand, rho, limit):
-    """Accept candidates in order when |G[i, k]| < rho for every accepted k and
-    every blocked column (columns n_cand.. of G). Returns a boolean mask."""
-    m = n_cand
-    nb = G.shape[1] - n_cand
+@numba.njit(cache=True, fastmath=True)  # fastmath: the dot products vectorise (order-free sums)
+def _greedy_dense(S, cand, blocked, rho, limit):
+    """:meth:`RowSample.independent` on a dense (Fortran, unit columns) sample."""
+    p = S.shape[1]
+    n = S.shape[0]
+    m = cand.shape[0]
     keep = np.zeros(m, dtype=np.bool_)
     acc = np.empty(m, dtype=np.int64)
     na = 0
     for i in range(m):
         if na >= limit:
             break
+        ci = cand[i]
         ok = True
-        for b in range(nb):
-            if G[i, n_cand + b] >= rho:
-                ok = False
-                break
-        if ok:
-            for a in range(na):
-                if G[i, acc[a]] >= rho:
+        if ci < p:
+            for t in range(blocked.shape[0] + na):
+                k = blocked[t] if t < blocked.shape[0] else acc[t - blocked.shape[0]]
+                if k >= p or k == ci:
+                    continue
+                s = np.float32(0.0)
+                for r in range(n):
+                    s += S[r, ci] * S[r, k]
+                if abs(s) >= rho:
                     ok = False
                     break
         if ok:
             keep[i] = True
-            acc[na] = i
+            acc[na] = ci
+            na += 1
+    return keep
+
+
+@numba.njit(cache=True)
+def _greedy_sparse(indptr, indices, data, buf, cand, blocked, rho, limit):
+    """:meth:`RowSample.independent` on a sparse (CSC, unit columns) sample; ``buf``
+    is a zeroed float32 work row of the sample's length (left zeroed)."""
+    p = indptr.shape[0] - 1
+    m = cand.shape[0]
+    keep = np.zeros(m, dtype=np.bool_)
+    acc = np.empty(m, dtype=np.int64)
+    na = 0
+    for i in range(m):
+        if na >= limit:
+            break
+        ci = cand[i]
+        ok = True
+        if ci < p:
+            for q in range(indptr[ci], indptr[ci + 1]):
+                buf[indices[q]] = data[q]
+            for t in range(blocked.shape[0] + na):
+                k = blocked[t] if t < blocked.shape[0] else acc[t - blocked.shape[0]]
+                if k >= p or k == ci:
+                    continue
+                s = np.float32(0.0)
+                for q in range(indptr[k], indptr[k + 1]):
+                    s += data[q] * buf[indices[q]]
+                if abs(s) >= rho:
+                    ok = False
+                    break
+            for q in range(indptr[ci], indptr[ci + 1]):
+                buf[indices[q]] = 0.0
+        if ok:
+            keep[i] = True
+            acc[na] = ci
             na += 1
     return keep
 
@@ -376,9 +429,7 @@ class SAPScheduler(PriorityScheduler):
             self._carry = c[:0]
             return c
         blocked = np.concatenate(list(self._recent)) if self._recent else np.empty(0, dtype=np.int64)
-        G = self.sample.corr(c, np.concatenate([c, blocked]))
-        np.fill_diagonal(G[:, : len(c)], 0.0)
-        keep = _greedy_independent(G, len(c), self.rho, u)
+        keep = self.sample.independent(c, blocked, self.rho, u)
         self._carry = c[~keep][:u]
         nk = int(keep.sum())
         # candidates turned away by a dependency (not merely beyond the round size)
