@@ -1,6 +1,8 @@
 """LDA kernels, single process: planted topics, exact count bookkeeping, likelihood
-formula vs. a sequential Polya-urn computation, and the MH sampler's stationary
-distribution vs. exact enumeration of the posterior."""
+formula vs. a sequential Polya-urn computation, the samplers' stationary distribution
+vs. exact enumeration of the posterior, and the per-token draw of the plain and sparse
+samplers vs. the exact conditional (chi-square), also from stale copies with negative
+counts."""
 
 import itertools
 import math
@@ -8,6 +10,7 @@ import math
 import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
+from scipy.stats import chisquare
 
 from petuum_mpi.apps import lda_kernels as lk
 
@@ -55,6 +58,10 @@ class Model:
         if kind == "mh":
             return lk.sweep_mh(self.doc_ptr, self.words, self.z, self.n_dk, self.n_wk, self.n_k, self.m_wk,
                                *self.index, self.d_wk, self.d_k, alpha, beta, mh_steps, seed)
+        if kind == "sparse":
+            self.lists = lk.build_word_lists(self.n_wk, np.bincount(self.words, minlength=self.V))
+            return lk.sweep_sparse(self.doc_ptr, self.words, self.z, self.n_dk, self.n_wk, self.n_k, self.d_wk,
+                                   self.d_k, *self.lists, alpha, beta, seed)
         return lk.sweep_plain(self.doc_ptr, self.words, self.z, self.n_dk, self.n_wk, self.n_k, self.d_wk,
                               self.d_k, alpha, beta, seed)
 
@@ -76,6 +83,20 @@ class Model:
         # deltas (initial push + every sweep) add up to the table
         np.testing.assert_array_equal(self.d_wk, self.n_wk)
         np.testing.assert_array_equal(self.d_k, self.n_k)
+        if hasattr(self, "lists"):
+            check_lists(self.n_wk, self.words, *self.lists)
+
+
+def check_lists(n_wk, words, wl_ptr, wl_top, wl_cnt, wl_len):
+    """The sparse sampler's word lists hold exactly the positive topics of every swept word,
+    with their counts, within their capacity."""
+    for w in np.unique(words):
+        p, n = wl_ptr[w], wl_len[w]
+        assert n <= wl_ptr[w + 1] - p
+        top = wl_top[p:p + n]
+        assert len(set(top.tolist())) == n
+        np.testing.assert_array_equal(np.sort(top), np.flatnonzero(n_wk[w] > 0))
+        np.testing.assert_array_equal(wl_cnt[p:p + n], n_wk[w, top])
 
 
 def test_word_index():
@@ -86,7 +107,7 @@ def test_word_index():
         assert tok[ptr[w] + pos[i]] == i
 
 
-@pytest.mark.parametrize("kind", ["mh", "plain"])
+@pytest.mark.parametrize("kind", ["mh", "plain", "sparse"])
 def test_planted_topics_recovered_and_counts_consistent(kind):
     K, V = 6, 60
     doc_ptr, words, phi = _planted(0, K=K, V=V)
@@ -153,7 +174,7 @@ def _exact_posterior(doc_ptr, words, K, V, alpha, beta):
     return states, p / p.sum()
 
 
-@pytest.mark.parametrize("kind,mh_steps", [("mh", 1), ("mh", 2), ("plain", 1)])
+@pytest.mark.parametrize("kind,mh_steps", [("mh", 1), ("mh", 2), ("plain", 1), ("sparse", 1)])
 def test_stationary_distribution_matches_exact_posterior(kind, mh_steps):
     # 2 documents, 6 tokens, K=3: 729 joint states, posterior by enumeration
     doc_ptr = np.array([0, 3, 6], dtype=np.int64)
@@ -219,3 +240,111 @@ def test_doc_completion_perplexity():
         [hwords[a + 1:b:2] for a, b in zip(hptr[:-1], hptr[1:])])])))
     assert ppl < 1.05 * true_ppl, (ppl, true_ppl)
     assert ppl < 0.6 * uni_ppl, (ppl, uni_ppl)
+
+
+def _conditional(z, doc_ptr, words, n_dk, n_wk, n_k, i, alpha, beta):
+    """Exact full conditional of token i (the samplers' target: counts without token i,
+    stale n_wk / n_k clamped at 0)."""
+    V = n_wk.shape[0]
+    d = np.searchsorted(doc_ptr, i, side="right") - 1
+    nd = n_dk[d].astype(float)
+    nw = n_wk[words[i]].astype(float)
+    nk = n_k.astype(float)
+    s = z[i]
+    nd[s] -= 1
+    nw[s] -= 1
+    nk[s] -= 1
+    p = (nd + alpha) * (np.maximum(nw, 0) + beta) / (np.maximum(nk, 0) + V * beta)
+    return p / p.sum()
+
+
+def _stale_state(case):
+    """One document (word 0 at token 0) plus counts of 'other workers' in n_wk / n_k, some
+    negative as a stale parameter-server copy can show them."""
+    K, V = 10, 4
+    doc_ptr = np.array([0, 9], dtype=np.int64)
+    words = np.array([0, 1, 0, 2, 0, 3, 1, 0, 2], dtype=np.int32)
+    z = np.array([2, 2, 5, 7, 0, 2, 9, 5, 1], dtype=np.int32)
+    n_dk = np.zeros((1, K), np.int32)
+    n_wk = np.zeros((V, K), np.int32)
+    n_k = np.zeros(K, np.int64)
+    lk.count_tables(doc_ptr, words, z, n_dk, n_wk, n_k)
+    other = np.zeros((V, K), np.int32)
+    if case == "stale":
+        other[0] = [3, 0, -1, 40, -2, 1, 0, 0, 7, -1]  # token 0's own topic 2 reads 1 + (-1) = 0
+        other[1] = [0, 5, 0, -1, 0, 2, 0, 0, 0, 1]
+        other[2] = [1, 0, 0, 0, 9, 0, 0, 0, 0, 0]
+        extra_k = other.sum(0) + np.array([5, 0, 0, 3, -40, 0, 20, 0, 0, 0])  # topic 4 total stale negative
+    else:  # token 0's topic 2 holds word 0 once: the sampler must drop it from the word's list
+        other[0] = [2, 0, 0, 6, 0, 0, 0, 1, 0, 0]
+        other[3] = [0, 4, 0, 0, 0, 3, 0, 0, 0, 0]
+        extra_k = other.sum(0) + 30
+    return doc_ptr, words, z, n_dk, n_wk + other, n_k + extra_k
+
+
+@pytest.mark.parametrize("kind", ["plain", "sparse"])
+@pytest.mark.parametrize("case", ["stale", "fresh"])
+@pytest.mark.parametrize("alpha,beta", [(0.1, 0.01), (0.8, 0.5)])
+def test_token_draw_matches_exact_conditional(kind, case, alpha, beta):
+    """The first token's new topic, over many independent sweeps from the same state, is
+    distributed as its exact conditional (chi-square), and the tables stay exact."""
+    doc_ptr, words, z0, n_dk0, n_wk0, n_k0 = _stale_state(case)
+    p = _conditional(z0, doc_ptr, words, n_dk0, n_wk0, n_k0, 0, alpha, beta)
+    occ = np.bincount(words, minlength=n_wk0.shape[0])
+    K = n_wk0.shape[1]
+    n = 20000
+    hits = np.zeros(K, np.int64)
+    for t in range(n):
+        z, n_dk, n_wk, n_k = z0.copy(), n_dk0.copy(), n_wk0.copy(), n_k0.copy()
+        d_wk, d_k = np.zeros_like(n_wk), np.zeros_like(n_k)
+        if kind == "sparse":
+            lists = lk.build_word_lists(n_wk, occ)
+            lk.sweep_sparse(doc_ptr, words, z, n_dk, n_wk, n_k, d_wk, d_k, *lists, alpha, beta, 77 + t)
+        else:
+            lk.sweep_plain(doc_ptr, words, z, n_dk, n_wk, n_k, d_wk, d_k, alpha, beta, 77 + t)
+        hits[z[0]] += 1
+        if t < 200:  # bookkeeping: exact +-1 deltas, n_dk recount, lists = positive topics
+            np.testing.assert_array_equal(n_wk - n_wk0, d_wk)
+            np.testing.assert_array_equal(n_k - n_k0, d_k)
+            ref = np.zeros_like(n_wk)
+            np.add.at(ref, (words, z), 1)
+            old = np.zeros_like(n_wk)
+            np.add.at(old, (words, z0), 1)
+            np.testing.assert_array_equal(d_wk, ref - old)
+            np.testing.assert_array_equal(n_dk[0], np.bincount(z, minlength=K))
+            if kind == "sparse":
+                check_lists(n_wk, words, *lists)
+    tv = 0.5 * np.abs(hits / n - p).sum()
+    assert tv < 0.02, (tv, hits / n, p)
+    live = p * n >= 5  # chi-square over the cells with enough expected draws, the rest pooled
+    f_obs = np.append(hits[live], hits[~live].sum())
+    f_exp = np.append(p[live], p[~live].sum()) * n
+    if f_exp[-1] == 0:
+        assert f_obs[-1] == 0
+        f_obs, f_exp = f_obs[:-1], f_exp[:-1]
+    assert chisquare(f_obs, f_exp).pvalue > 1e-4, (hits / n, p)
+
+
+def test_sparse_stale_sweeps_keep_tables_and_lists_exact():
+    """Many sparse sweeps over a corpus whose n_wk / n_k copies include (partly negative)
+    counts of other workers: the copies minus those counts equal the recount from z, the
+    deltas are the exact changes, and the word lists stay exact."""
+    K, V = 12, 40
+    doc_ptr, words, _ = _planted(4, K=K, V=V, D=40, L=30)
+    m = Model(doc_ptr, words, K, V, seed=5)
+    rng = np.random.default_rng(0)
+    other = rng.integers(-2, 4, size=(V, K)).astype(np.int32)
+    other_k = other.sum(0) + rng.integers(-60, 60, size=K)
+    n_wk, n_k = m.n_wk + other, m.n_k + other_k
+    d_wk, d_k = np.zeros_like(n_wk), np.zeros_like(n_k)
+    z0 = m.z.copy()
+    for it in range(30):
+        lists = lk.build_word_lists(n_wk, np.bincount(words, minlength=V))
+        lk.sweep_sparse(doc_ptr, words, m.z, m.n_dk, n_wk, n_k, d_wk, d_k, *lists, 0.1, 0.01, it)
+        check_lists(n_wk, words, *lists)
+    ref = np.zeros((V, K), np.int64)
+    np.add.at(ref, (words, m.z), 1)
+    np.testing.assert_array_equal(n_wk - other, ref)
+    np.testing.assert_array_equal(n_k - other_k, ref.sum(0))
+    np.testing.assert_array_equal(d_wk, ref - m.n_wk)  # m.n_wk: the counts of the initial z
+    assert not np.array_equal(m.z, z0)

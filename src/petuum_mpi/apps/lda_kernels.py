@@ -313,6 +313,262 @@ def sweep_plain(doc_ptr, words, z, n_dk, n_wk, n_k, d_wk, d_k, alpha, beta, seed
 
 
 @njit(cache=True, nogil=True)
+def build_word_lists(n_wk, occ):
+    """Per-word lists of the topics with a positive count, for :func:`sweep_sparse`.
+
+    Parameters
+    ----------
+    n_wk : (V, K) local copy of the word-topic table (may hold stale negative counts).
+    occ : (V,) occurrences of each word among the tokens about to be swept; words
+        with ``occ[w] == 0`` get an empty region.
+
+    Returns
+    -------
+    wl_ptr : (V+1) int64, start of each word's region. Its capacity
+        ``min(K, nnz_w + occ_w)`` holds every topic the sweep's own increments can
+        make positive.
+    wl_top, wl_cnt : int32, topic and count of each listed topic (``n_wk > 0``),
+        ``wl_len[w]`` of them from ``wl_ptr[w]``, unordered.
+    wl_len : (V,) int64, list lengths.
+
+    Cost: one O(K) scan per row with ``occ > 0`` (rebuild after every pull of ``n_wk``).
+    """
+    V = n_wk.shape[0]
+    K = n_wk.shape[1]
+    wl_ptr = np.zeros(V + 1, dtype=np.int64)
+    wl_len = np.zeros(V, dtype=np.int64)
+    for w in range(V):
+        if occ[w] > 0:
+            nz = 0
+            for k in range(K):
+                if n_wk[w, k] > 0:
+                    nz += 1
+            wl_len[w] = nz
+            wl_ptr[w + 1] = min(K, nz + occ[w])
+    for w in range(V):
+        wl_ptr[w + 1] += wl_ptr[w]
+    wl_top = np.empty(wl_ptr[V], dtype=np.int32)
+    wl_cnt = np.empty(wl_ptr[V], dtype=np.int32)
+    for w in range(V):
+        if occ[w] > 0:
+            p = wl_ptr[w]
+            for k in range(K):
+                if n_wk[w, k] > 0:
+                    wl_top[p] = k
+                    wl_cnt[p] = n_wk[w, k]
+                    p += 1
+    return wl_ptr, wl_top, wl_cnt, wl_len
+
+
+@njit(cache=True, nogil=True)
+def sweep_sparse(doc_ptr, words, z, n_dk, n_wk, n_k, d_wk, d_k, wl_ptr, wl_top, wl_cnt, wl_len, alpha, beta, seed_):
+    """Exact collapsed Gibbs sweep in the SparseLDA decomposition (Yao, Mimno &
+    McCallum 2009), O(|topics of the document| + |topics of the word|) per token.
+
+    The conditional ``(n_dk + a)(n_wk + b)/(n_k + V b)`` (counts without the token) is
+    split into three buckets:
+
+    * smoothing ``s = sum_k a b/(n_k + V b)``: a running scalar (recomputed per document);
+    * document ``r = sum_{k: n_dk > 0} b n_dk/(n_k + V b)``: a running scalar;
+    * word ``q = sum_{k: n_wk > 0} c_k n_wk`` with ``c_k = (a + n_dk)/(n_k + V b)``
+      kept per topic and updated incrementally; computed per token over the word's list.
+
+    A uniform draw picks the bucket, then walks that bucket's topics only (the word
+    bucket by sums of 16-entry blocks; the smoothing bucket over all K topics, but it
+    holds a tiny share of the mass when ``a b`` is small). The word lists store the
+    counts next to the topics, so the word bucket reads two contiguous arrays instead
+    of gathering from the ``n_wk`` row (measured 1.65x faster at K = 1000).
+
+    Counts of the (possibly stale) local copy ``n_k`` are clamped at 0 in the
+    probabilities; topics with ``n_wk <= 0`` are simply not listed (weight
+    ``max(n_wk, 0) = 0`` in ``q``, as in :func:`sweep_plain`). ``n_wk``/``n_k`` are
+    updated in place and ``d_wk``/``d_k`` receive the exact +-1 changes.
+
+    Parameters
+    ----------
+    doc_ptr, words, z, n_dk, n_wk, n_k, d_wk, d_k, alpha, beta : as :func:`sweep_plain`.
+    wl_ptr, wl_top, wl_cnt, wl_len : lists from :func:`build_word_lists` built from
+        this ``n_wk`` and the occurrences of the swept words; kept up to date in place
+        (after the sweep they still list exactly the positive topics of every word).
+    seed_ : int >= 0, seeds this sweep's xorshift64* generator.
+
+    Returns
+    -------
+    int : number of tokens whose topic changed.
+    """
+    rs = _rng_init(seed_)
+    K = n_wk.shape[1]
+    Vb = n_wk.shape[0] * beta
+    ab = alpha * beta
+    D = doc_ptr.shape[0] - 1
+    inv = np.empty(K, dtype=np.float64)   # 1/(n_k + V b)
+    coef = np.empty(K, dtype=np.float64)  # (a + n_dk) inv_k; a inv_k outside the current document
+    for k in range(K):
+        inv[k] = 1.0 / (_nn(n_k[k]) + Vb)
+        coef[k] = alpha * inv[k]
+    dlist = np.empty(K, dtype=np.int64)   # the document's topics with n_dk > 0
+    dpos = np.full(K, -1, dtype=np.int64)  # their positions in dlist (-1: absent)
+    qv = np.empty(K, dtype=np.float64)    # word-bucket terms, parallel to the word's list
+    bsum = np.empty((K + _BLK - 1) // _BLK, dtype=np.float64)
+    changed = 0
+    for d in range(D):
+        nd = n_dk[d]
+        start = doc_ptr[d]
+        stop = doc_ptr[d + 1]
+        nl = 0  # the document's topic list from z, O(L_d)
+        for i in range(start, stop):
+            k = z[i]
+            if dpos[k] < 0:
+                dpos[k] = nl
+                dlist[nl] = k
+                nl += 1
+        ssum = 0.0
+        for k in range(K):
+            ssum += inv[k]
+        ssum *= ab
+        rsum = 0.0
+        for j in range(nl):
+            k = dlist[j]
+            rsum += nd[k] * inv[k]
+            coef[k] = (alpha + nd[k]) * inv[k]
+        rsum *= beta
+        for i in range(start, stop):
+            w = words[i]
+            s0 = z[i]
+            # remove the token: n_dk, n_k, and the buckets' running terms of s0
+            iv = inv[s0]
+            ssum -= ab * iv
+            rsum -= beta * nd[s0] * iv
+            nd[s0] -= 1
+            n_k[s0] -= 1
+            iv = 1.0 / (_nn(n_k[s0]) + Vb)
+            inv[s0] = iv
+            ssum += ab * iv
+            rsum += beta * nd[s0] * iv
+            coef[s0] = (alpha + nd[s0]) * iv
+            if nd[s0] == 0:
+                p = dpos[s0]
+                nl -= 1
+                t = dlist[nl]
+                dlist[p] = t
+                dpos[t] = p
+                dpos[s0] = -1
+            # the word's list holds exactly its topics with n_wk > 0 (with their counts)
+            p0 = wl_ptr[w]
+            nwl = wl_len[w]
+            n_wk[w, s0] -= 1
+            tq = wl_top[p0:p0 + nwl]
+            cq = wl_cnt[p0:p0 + nwl]
+            # word bucket, in one pass that also decrements s0's listed count
+            r = -1
+            nb = (nwl + _BLK - 1) // _BLK
+            q = 0.0
+            for b in range(nb):
+                acc = 0.0
+                for j in range(b * _BLK, min(nwl, b * _BLK + _BLK)):
+                    k = tq[j]
+                    c = cq[j]
+                    if k == s0:
+                        c -= 1
+                        cq[j] = c
+                        r = j
+                    v = coef[k] * c
+                    qv[j] = v
+                    acc += v
+                bsum[b] = acc
+                q += acc
+            # draw: word bucket (most of the mass), then document, then smoothing
+            rs, u = _rng_next(rs)
+            u *= q + rsum + ssum
+            jx = -1  # list position of x when known
+            if u < q:
+                b = 0
+                while b < nb - 1 and u >= bsum[b]:
+                    u -= bsum[b]
+                    b += 1
+                j = b * _BLK
+                last = min(nwl, j + _BLK) - 1
+                while j < last and u >= qv[j]:
+                    u -= qv[j]
+                    j += 1
+                jx = j
+                x = tq[j]
+            else:
+                u -= q
+                if u < rsum and nl > 0:
+                    j = 0
+                    while j < nl - 1:
+                        k = dlist[j]
+                        v = beta * nd[k] * inv[k]
+                        if u < v:
+                            break
+                        u -= v
+                        j += 1
+                    x = dlist[j]
+                else:
+                    u -= rsum
+                    if u < 0.0:
+                        u = 0.0
+                    x = 0
+                    while x < K - 1:
+                        v = ab * inv[x]
+                        if u < v:
+                            break
+                        u -= v
+                        x += 1
+            # s0's entry left the list if its count reached 0 (unless drawn again from it)
+            if r >= 0 and cq[r] == 0 and jx != r:
+                nwl -= 1
+                tq[r] = tq[nwl]
+                cq[r] = cq[nwl]
+                if jx == nwl:
+                    jx = r
+                wl_len[w] = nwl
+            # add the token with topic x (x joins the word's list when its count becomes 1;
+            # a stale negative count stays unlisted)
+            cx = n_wk[w, x]
+            if jx < 0 and cx >= 0:
+                if cx == 0:
+                    jx = nwl
+                    wl_top[p0 + nwl] = x
+                    wl_cnt[p0 + nwl] = 0
+                    wl_len[w] = nwl + 1
+                else:
+                    jx = 0
+                    while wl_top[p0 + jx] != x:
+                        jx += 1
+            if jx >= 0:
+                wl_cnt[p0 + jx] += 1
+            n_wk[w, x] = cx + 1
+            iv = inv[x]
+            ssum -= ab * iv
+            rsum -= beta * nd[x] * iv
+            if nd[x] == 0:
+                dpos[x] = nl
+                dlist[nl] = x
+                nl += 1
+            nd[x] += 1
+            n_k[x] += 1
+            iv = 1.0 / (_nn(n_k[x]) + Vb)
+            inv[x] = iv
+            ssum += ab * iv
+            rsum += beta * nd[x] * iv
+            coef[x] = (alpha + nd[x]) * iv
+            if x != s0:
+                z[i] = x
+                d_wk[w, s0] -= 1
+                d_wk[w, x] += 1
+                d_k[s0] -= 1
+                d_k[x] += 1
+                changed += 1
+        for j in range(nl):  # back to the document-free coefficients
+            k = dlist[j]
+            coef[k] = alpha * inv[k]
+            dpos[k] = -1
+    return changed
+
+
+@njit(cache=True, nogil=True)
 def word_rows_loglik(n_wk_rows, beta):
     """``sum_(w,k) [lgamma(n_wk + beta) - lgamma(beta)]`` over the given rows of n_wk."""
     lgb = math.lgamma(beta)
