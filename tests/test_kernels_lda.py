@@ -275,6 +275,10 @@ def _stale_state(case):
         other[1] = [0, 5, 0, -1, 0, 2, 0, 0, 0, 1]
         other[2] = [1, 0, 0, 0, 9, 0, 0, 0, 0, 0]
         extra_k = other.sum(0) + np.array([5, 0, 0, 3, -40, 0, 20, 0, 0, 0])  # topic 4 total stale negative
+    elif case == "listed":  # token 0's topic 2 keeps a positive count of word 0 without the token
+        other[0] = [0, 1, 2, 0, -1, 0, 0, 0, 3, 0]
+        other[2] = [0, 0, 1, 0, 0, 0, 0, 2, 0, 0]
+        extra_k = other.sum(0)
     else:  # token 0's topic 2 holds word 0 once: the sampler must drop it from the word's list
         other[0] = [2, 0, 0, 6, 0, 0, 0, 1, 0, 0]
         other[3] = [0, 4, 0, 0, 0, 3, 0, 0, 0, 0]
@@ -283,7 +287,7 @@ def _stale_state(case):
 
 
 @pytest.mark.parametrize("kind", ["plain", "sparse"])
-@pytest.mark.parametrize("case", ["stale", "fresh"])
+@pytest.mark.parametrize("case", ["stale", "fresh", "listed"])
 @pytest.mark.parametrize("alpha,beta", [(0.1, 0.01), (0.8, 0.5)])
 def test_token_draw_matches_exact_conditional(kind, case, alpha, beta):
     """The first token's new topic, over many independent sweeps from the same state, is
