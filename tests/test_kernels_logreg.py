@@ -171,3 +171,46 @@ def test_state_validation():
         lk.SGDState(3, 2, alpha=-1.0)
     with pytest.raises(ConfigError, match="n_classes"):
         lk.SGDState(3, 1)
+
+
+@pytest.mark.parametrize("C", [1, 3])
+def test_svrg_snapshot_and_passes_reach_sklearn_optimum(C):
+    """SVRG kernels (snapshot = loss + full gradient, lazy inner passes, unsigned
+    indices) converge to scikit-learn's optimum; the snapshot equals gradient_csr."""
+    n, d, alpha = 300, 20, 1e-2
+    X, y = _data(11, n, d, C, density=0.3)
+    Xc = sp.csr_matrix(X)
+    ind = lk.unsigned_indices(Xc.indices)
+    sk = LogisticRegression(C=1.0 / (n * alpha), tol=1e-12, max_iter=10000).fit(X, y)
+    f_sk = lk.objective_csr(Xc.indptr, Xc.indices, Xc.data, y, np.ascontiguousarray(sk.coef_.T), sk.intercept_,
+                            alpha, 0.0)
+    rng = np.random.default_rng(0)
+    W0 = 0.1 * rng.normal(size=(d, C))
+    b0 = 0.1 * rng.normal(size=C)
+    R, gW, gb = np.zeros((n, C)), np.zeros((d, C)), np.zeros(C)
+    loss = lk.snapshot_csr(Xc.indptr, ind, Xc.data, y, W0, b0, R, gW, gb)
+    gW_ref, gb_ref = lk.gradient_csr(Xc.indptr, Xc.indices, Xc.data, y, W0, b0, 0.0)
+    np.testing.assert_allclose(gW / n, gW_ref, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(gb / n, gb_ref, rtol=1e-12, atol=1e-15)
+    assert loss / n + lk.penalty(W0, alpha, 0.0) == pytest.approx(
+        lk.objective_csr(Xc.indptr, Xc.indices, Xc.data, y, W0, b0, alpha, 0.0), rel=1e-12)
+    M = np.zeros((d, 3 * C + 1))
+    b = np.zeros(C)
+    touched = np.zeros(d, dtype=np.int64)
+    eta = 0.5 / (np.mean(np.asarray(Xc.multiply(Xc).sum(1))) / 10)
+    t = 0
+    for it in range(40):
+        W = np.ascontiguousarray(M[:, :C])
+        R[...] = 0.0
+        gW[...] = 0.0
+        gb[...] = 0.0
+        lk.snapshot_csr(Xc.indptr, ind, Xc.data, y, W, b, R, gW, gb)
+        M[:, C:2 * C] = gW / n
+        M[:, 3 * C] = t
+        order = rng.permutation(n).astype(np.int64)
+        t, _ = lk.svrg_pass_packed_csr(Xc.indptr, ind, Xc.data, y, order, 10, M, b, R, gb / n, t, eta, alpha, True,
+                                       touched, eta)
+        lk.svrg_flush_packed(M, int(t), eta, alpha)
+        t = int(t)
+    f = lk.objective_csr(Xc.indptr, Xc.indices, Xc.data, y, np.ascontiguousarray(M[:, :C]), b, alpha, 0.0)
+    assert -1e-9 < (f - f_sk) / f_sk < 1e-7, (f, f_sk)

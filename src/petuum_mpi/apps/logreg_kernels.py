@@ -654,31 +654,6 @@ def unsigned_indices(indices):
 
 
 @njit(cache=True, nogil=True)
-def permute_rows_csr(indptr, indices, data, y, perm):
-    """Rows ``perm`` of a CSR matrix (and of ``y``) as new contiguous arrays
-    ``(indptr, indices, data, y)``: passes over a once-shuffled copy read memory in
-    order (random row order costs ~3x in TLB and cache misses)."""
-    n = perm.shape[0]
-    ip = np.empty(n + 1, dtype=np.int64)
-    ip[0] = 0
-    for k in range(n):
-        r = perm[k]
-        ip[k + 1] = ip[k] + indptr[r + 1] - indptr[r]
-    ind = np.empty(ip[n], dtype=indices.dtype)
-    dat = np.empty(ip[n], dtype=data.dtype)
-    yy = np.empty(n, dtype=y.dtype)
-    for k in range(n):
-        r = perm[k]
-        q = ip[k]
-        for p in range(indptr[r], indptr[r + 1]):
-            ind[q] = indices[p]
-            dat[q] = data[p]
-            q += 1
-        yy[k] = y[r]
-    return ip, ind, dat, yy
-
-
-@njit(cache=True, nogil=True)
 def snapshot_csr(indptr, indices, data, y, W, b, R, gW, gb):
     """Snapshot pass of SVRG on CSR rows: ``R[i]`` <- dloss/dmargin of row ``i`` at
     ``(W, b)``; ``gW += X^T R``, ``gb += sum_i R[i]`` (sums, not means). Returns the
