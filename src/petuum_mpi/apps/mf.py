@@ -275,11 +275,10 @@ class MatrixFactorization:
             res = ps.resume()
             if res is not None:
                 clk0, st = res
-                U[...] = st["U"]
-                bu[...] = st["bu"]
+                self._restore_users(ps, clk0, st, lo, hi, U, bu)
 
         def snap_state():
-            return {"U": U, "bu": bu}
+            return {"U": U, "bu": bu, "user_start": np.int64(lo)}
 
         self.history_ = []
         t_train = 0.0
@@ -346,6 +345,22 @@ class MatrixFactorization:
         self.mean_ = mu
         self.stats_ = ps.stats()
         self.stats_all_ = ps.stats_all()
+
+    @staticmethod
+    def _restore_users(ps, clk, st, lo, hi, U, bu):
+        """Collective: load my users' factors and biases from snapshot ``clk``. Same rank
+        count: my own shard's state; otherwise my user block is collected from every shard."""
+        err = None
+        if st is not None and st["U"].shape == U.shape and int(st.get("user_start", lo)) == lo:
+            U[...] = st["U"]
+            bu[...] = st["bu"]
+        else:
+            try:
+                _read_user_block(ps.snapshot_dir, clk, lo, hi, U, bu)
+            except (DataError, OSError, KeyError) as e:
+                err = str(e)
+        if ps.allreduce(float(err is not None)) > 0:
+            raise DataError(err or "resume: another rank could not restore its user factors")
 
     def _evaluate(self, ps, ul, il, vl, te, U, V, bu, bi, mu, n_tr, n_te, Kc, fresh):
         """Collective: train/test RMSE (item tables re-read; fresh=True after a barrier)."""
@@ -436,6 +451,33 @@ class MatrixFactorization:
         return m
 
 
+def _read_user_block(snapshot_dir, clk, lo, hi, U, bu):
+    """Rows ``lo:hi`` of the user factors/biases from every shard of snapshot ``clk``."""
+    import json
+    import os
+
+    import h5py
+
+    d = os.path.join(snapshot_dir, f"ckpt-{clk:08d}")
+    with open(os.path.join(d, "manifest.json")) as fh:
+        files = json.load(fh)["files"]
+    got = np.zeros(hi - lo, dtype=bool)
+    for fn in files:
+        with h5py.File(os.path.join(d, fn), "r") as f:
+            if "app/user_start" not in f or "app/U" not in f:
+                raise DataError(f"{d}/{fn}: no mf user factors in the snapshot (not an mf snapshot?)")
+            s0 = int(f["app/user_start"][()])
+            n = f["app/U"].shape[0]
+            if f["app/U"].shape[1:] != U.shape[1:]:
+                raise DataError(f"{d}/{fn}: saved user factors have rank {f['app/U'].shape[1]}, this model "
+                                f"{U.shape[1]}")
+            a, b = max(lo, s0), min(hi, s0 + n)
+            if a < b:
+                U[a - lo:b - lo] = f["app/U"][a - s0:b - s0]
+                bu[a - lo:b - lo] = f["app/bu"][a - s0:b - s0]
+                got[a - lo:b - lo] = True
+    if not got.all():
+        raise DataError(f"{d}: no saved factors for user {lo + int(np.flatnonzero(~got)[0])}")
 
 
 # ----------------------------------------------------------------------------- job
