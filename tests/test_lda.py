@@ -1,4 +1,4 @@
-"""LDA app on Bösen: planted topics recovered (bsp, ssp; both samplers), tables exactly
+"""LDA app on Bösen: planted topics recovered (bsp, ssp; all samplers), tables exactly
 consistent with all ranks' assignments after the final barrier, likelihood vs. a serial
 recomputation, holdout perplexity, save/load/transform, errors, and a job end to end.
 
@@ -66,7 +66,8 @@ def _check_tables(comm, m, K):
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("consistency,staleness,sampler,cpi", [("bsp", 0, "plain", 1), ("ssp", 2, "mh", 1),
-                                                                ("ssp", 1, "plain", 3)])
+                                                                ("ssp", 1, "plain", 3), ("ssp", 2, "sparse", 3),
+                                                                ("bsp", 0, "sparse", 1)])
 def test_planted_topics_and_exact_tables(comm, shared_tmp, consistency, staleness, sampler, cpi):
     path, phi = _corpus(comm, shared_tmp)
     m = LDA(K_FIT, max_iter=120, sampler=sampler, consistency=consistency, staleness=staleness,
@@ -92,6 +93,23 @@ def test_asp_tables_exact_and_auto_sampler(comm, shared_tmp):
     _check_tables(comm, m, K_FIT)
     assert _match(phi, m.topic_word_).min() > 0.9
     assert [h["iter"] for h in m.history_] == [100]
+
+
+@pytest.mark.mpi
+@pytest.mark.nolocal
+def test_auto_sampler_is_sparse_at_large_k_and_tables_exact(comm, shared_tmp):
+    """auto picks the exact SparseLDA sampler from AUTO_SPARSE_MIN_K topics on; under asp
+    (stale copies, negative counts possible) the tables stay exact at every rank count."""
+    from petuum_mpi.apps.lda import AUTO_SPARSE_MIN_K
+
+    path, _ = _corpus(comm, shared_tmp)
+    K = AUTO_SPARSE_MIN_K
+    m = LDA(K, max_iter=8, consistency="asp", evaluate_every=4, random_state=5, comm=comm).fit(path)
+    assert m.sampler_ == "sparse"
+    _check_tables(comm, m, K)
+    # the chain moves up from the random start: log p(w,z) after 8 sweeps beats the first evaluation
+    assert m.history_[-1]["loglik_per_token"] > m.history_[0]["loglik_per_token"]
+    assert LDA(K - 1).sampler_for(K - 1) == "plain"
 
 
 @pytest.mark.mpi

@@ -9,7 +9,8 @@ balances documents by tokens).
 One iteration (= one PS clock) on every rank::
 
     copy the n_wk rows of the local words and n_k from the PS into a local copy
-    sweep the local tokens (sweep_mh, O(1) per token, or sweep_plain, O(K))
+    sweep the local tokens (sweep_plain: exact, O(K) per token; sweep_sparse: exact,
+    O(topics of the document + topics of the word); sweep_mh: Metropolis-Hastings, O(1))
     inc the +-1 deltas of the sweep, zero them, clock()
 
 Under ssp/essp/asp the local copy is stale by up to ``s`` clocks of the other
@@ -41,12 +42,11 @@ from ..errors import ConfigError, DataError, UsageError
 from ..runtime import compile_once, get_comm
 from . import lda_kernels as lk
 
-#: ``sampler="auto"`` uses the O(K) exact Gibbs sweep below this many topics and
-#: the O(1)-per-token Metropolis-Hastings sweep from here on (measured crossover,
-#: see docs/apps-lda.md).
-AUTO_MH_MIN_K = 2000
+#: ``sampler="auto"`` uses the O(K) exact Gibbs sweep below this many topics and the
+#: exact SparseLDA sweep from here on (measured crossover, see docs/apps-lda.md).
+AUTO_SPARSE_MIN_K = 300
 
-SAMPLERS = ("auto", "mh", "plain")
+SAMPLERS = ("auto", "mh", "plain", "sparse")
 
 SCHEMA = {
     "model": Section(
@@ -58,7 +58,9 @@ SCHEMA = {
                                       help="symmetric Dirichlet prior beta of topic-word distributions"),
             "max_iter": Field(int, default=100, min=1, help="Gibbs sweeps (= parameter-server clocks)"),
             "sampler": Field(str, default="auto", choices=SAMPLERS,
-                             help=f"mh (O(1)/token), plain (O(K)/token), auto (plain if K < {AUTO_MH_MIN_K})"),
+                             help="plain (exact, O(K)/token), sparse (exact SparseLDA, O(topics of doc + topics "
+                                  "of word)/token), mh (Metropolis-Hastings, O(1)/token, slower mixing), "
+                                  f"auto (plain if K < {AUTO_SPARSE_MIN_K}, else sparse)"),
             "mh_steps": Field(int, default=2, min=1, help="Metropolis-Hastings (doc, word) proposal pairs per token"),
             "clocks_per_iter": Field(int, default=0, min=0,
                                      help="parameter-server clocks per sweep (the local documents are cut into this "
@@ -190,10 +192,11 @@ class LDA:
         Symmetric Dirichlet priors alpha and beta.
     max_iter : int, default 100
         Gibbs sweeps; each sweep is one parameter-server clock.
-    sampler : {"auto", "mh", "plain"}, default "auto"
-        ``mh``: Metropolis-Hastings with doc/word proposals, O(mh_steps) per token
-        whatever K is; ``plain``: exact O(K) conditional; ``auto``: plain when
-        ``K < AUTO_MH_MIN_K``, else mh.
+    sampler : {"auto", "plain", "sparse", "mh"}, default "auto"
+        ``plain``: exact O(K) conditional; ``sparse``: exact SparseLDA sampler, O(topics
+        of the document + topics of the word) per token; ``mh``: Metropolis-Hastings
+        with doc/word proposals, O(mh_steps) per token whatever K is, but slower mixing
+        per sweep; ``auto``: plain when ``K < AUTO_SPARSE_MIN_K``, else sparse.
     mh_steps : int, default 2
     clocks_per_iter : int, default 0
         Parameter-server clocks per sweep: the local documents are cut into this
@@ -283,10 +286,10 @@ class LDA:
             raise ConfigError(f"LDA: consistency must be one of bsp, ssp, essp, asp, got {self.consistency!r}")
 
     def sampler_for(self, K: int) -> str:
-        """The sampler used for K topics ("mh" or "plain")."""
+        """The sampler used for K topics ("plain", "sparse" or "mh")."""
         if self.sampler != "auto":
             return self.sampler
-        return "mh" if K >= AUTO_MH_MIN_K else "plain"
+        return "sparse" if K >= AUTO_SPARSE_MIN_K else "plain"
 
     # -- fit ---------------------------------------------------------------------
     def fit(self, X, test=None, *, holdout: float = 0.0, callback: Callable[[dict], None] | None = None):
@@ -363,6 +366,8 @@ class LDA:
             dwk, dk = np.zeros_like(nwk), np.zeros_like(nk)
             lk.sweep_mh(dp, ww, zz, ndk, nwk, nk, mwk, *idx, dwk, dk, 0.1, 0.01, 1, 1)
             lk.sweep_plain(dp, ww, zz, ndk, nwk, nk, dwk, dk, 0.1, 0.01, 1)
+            lists = lk.build_word_lists(nwk, np.bincount(ww, minlength=2))
+            lk.sweep_sparse(dp, ww, zz, ndk, nwk, nk, dwk, dk, *lists, 0.1, 0.01, 1)
             lk.word_rows_loglik(nwk, 0.01)
             lk.topic_totals_loglik(nk, 0.01, 2)
             lk.doc_loglik(dp, ndk, 0.1)
@@ -416,6 +421,9 @@ class LDA:
             chunks = np.searchsorted(tok_ptr, np.linspace(0, N, n_chunks + 1)).astype(np.int64)
             chunks[0], chunks[-1] = 0, D
             chunks = np.maximum.accumulate(chunks)
+            if kind == "sparse":  # occurrences of each word per chunk: capacity of the word lists
+                occ = [np.bincount(words[tok_ptr[chunks[c]]:tok_ptr[chunks[c + 1]]], minlength=V)
+                       for c in range(n_chunks)]
             t_loop = time.perf_counter()
             t_sweep_total = 0.0
             for it in range(start_iter, max(start_iter, int(self.max_iter))):
@@ -429,6 +437,10 @@ class LDA:
                     if kind == "mh":
                         changed += lk.sweep_mh(tok_ptr[a:b + 1], words, z, n_dk[a:b], nwk, nk, m_wk, *index, d_wk,
                                                d_k, alpha, beta, int(self.mh_steps), s)
+                    elif kind == "sparse":  # word lists rebuilt from the fresh copy: O(V_local K)
+                        lists = lk.build_word_lists(nwk, occ[c])
+                        changed += lk.sweep_sparse(tok_ptr[a:b + 1], words, z, n_dk[a:b], nwk, nk, d_wk, d_k,
+                                                   *lists, alpha, beta, s)
                     else:
                         changed += lk.sweep_plain(tok_ptr[a:b + 1], words, z, n_dk[a:b], nwk, nk, d_wk, d_k, alpha,
                                                   beta, s)
