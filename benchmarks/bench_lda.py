@@ -11,13 +11,17 @@ Rows (per K):
 * per-token log p(w, z) after the same number of sweeps, both computed with the
   same Griffiths-Steyvers formula (``lda_kernels.log_joint``) from the final
   counts; ratio = ours - lda (>= 0 means at least as good);
+* the app's default sampler (``auto``: plain below ``AUTO_SPARSE_MIN_K`` topics, the
+  exact SparseLDA sampler from there on; the row names the sampler that ran) vs. the
+  ``plain`` O(K) sampler in the same run (``--compare``, default ``plain``; ``none``
+  skips it), tokens/s per rank and log p(w,z)/token;
 * with more than one rank: the same fit on rank 0 alone (sub-communicator)
-  vs. all ranks -> speedup.
+  vs. all ranks -> speedup (``--no-speedup`` skips it).
 
 Run briefly (the baseline takes ~30 s per sweep at K = 1000)::
 
-    .venv/bin/python benchmarks/bench_lda.py --iters 10 --iters-1000 3
-    .venv/bin/mpiexec -n 2 .venv/bin/python benchmarks/bench_lda.py --iters 10 --iters-1000 3
+    .venv/bin/python benchmarks/bench_lda.py --iters 5 --iters-1000 2 --repeat 1
+    .venv/bin/mpiexec -n 2 .venv/bin/python benchmarks/bench_lda.py --iters 5 --iters-1000 2 --repeat 1
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Bench  # noqa: E402
 
 from petuum_mpi.apps import lda_kernels as lk  # noqa: E402
-from petuum_mpi.apps.lda import LDA  # noqa: E402
+from petuum_mpi.apps.lda import LDA, SAMPLERS  # noqa: E402
 from petuum_mpi.data import write_bow  # noqa: E402
 from petuum_mpi.data.synth import make_lda_corpus  # noqa: E402
 
@@ -51,7 +55,10 @@ def main():
     ap.add_argument("--k", type=int, nargs="+", default=[50, 1000])
     ap.add_argument("--iters", type=int, default=10, help="sweeps at K < 1000 (both implementations)")
     ap.add_argument("--iters-1000", type=int, default=3, help="sweeps at K >= 1000 (both implementations)")
-    ap.add_argument("--sampler", default="auto", choices=("auto", "mh", "plain"))
+    ap.add_argument("--sampler", default="auto", choices=SAMPLERS)
+    ap.add_argument("--compare", default="plain", choices=SAMPLERS[1:] + ("none",),
+                    help="also fit with this sampler (same run) when it differs from the one --sampler runs")
+    ap.add_argument("--no-speedup", action="store_true", help="skip the 1-rank fit used for the speedup row")
     ap.add_argument("--consistency", default="bsp", help="bsp: every sweep sees all earlier sweeps (fair per-sweep likelihood)")
     ap.add_argument("--staleness", type=int, default=1)
     ap.add_argument("--clocks-per-iter", type=int, default=0, help="PS clocks per sweep (0 = the app's auto: 1 on one rank, 4 on more)")
@@ -78,7 +85,7 @@ def main():
         np.cumsum(np.asarray(X.sum(axis=1)).ravel(), out=tok_ptr[1:])
     N = comm.bcast(N if bench.rank == 0 else None, root=0)
     data = f"LDA corpus {a.docs} docs, {a.words} words, {N / 1e6:.2f}M tokens"
-    solo = comm.Split(0 if bench.rank == 0 else 1, bench.rank) if bench.size > 1 else None
+    solo = comm.Split(0 if bench.rank == 0 else 1, bench.rank) if bench.size > 1 and not a.no_speedup else None
 
     try:
         for K in a.k:
@@ -96,8 +103,8 @@ def main():
                 del m
             bench.barrier()
 
-            def fit(c):
-                est = LDA(K, doc_topic_prior=ALPHA, topic_word_prior=BETA, max_iter=iters, sampler=a.sampler,
+            def fit(c, sampler=a.sampler):
+                est = LDA(K, doc_topic_prior=ALPHA, topic_word_prior=BETA, max_iter=iters, sampler=sampler,
                           evaluate_every=0, clocks_per_iter=a.clocks_per_iter, consistency=a.consistency,
                           staleness=a.staleness, random_state=1,
                           comm=c)
@@ -125,7 +132,21 @@ def main():
                       value=est.loglik_per_token_, baseline=ll_lda, baseline_name="lda package (same formula)",
                       target="ours >= lda")
             if ll_lda is not None and bench.rank == 0:
-                print(f"  loglik/token difference ours - lda = {est.loglik_per_token_ - ll_lda:+.4f}", flush=True)
+                print(f"  sampler {est.sampler_}: loglik/token difference ours - lda = "
+                      f"{est.loglik_per_token_ - ll_lda:+.4f}", flush=True)
+            if a.compare != "none" and a.compare != est.sampler_:
+                t_c, est_c = fit(comm, a.compare)
+                tput_c = N * iters / t_c / bench.size
+                bench.row(f"LDA fit K={K} {est.sampler_} vs {a.compare} ({iters} sweeps)", data=data,
+                          metric="tokens/s per rank", value=tput, baseline=tput_c,
+                          baseline_name=f"our {a.compare} sampler, same run")
+                bench.row(f"LDA per-token log p(w,z) K={K} {a.compare} sampler", data=data, metric="loglik/token",
+                          value=est_c.loglik_per_token_, baseline=ll_lda, baseline_name="lda package (same formula)")
+                if bench.rank == 0:
+                    extra = f", {a.compare} - lda = {est_c.loglik_per_token_ - ll_lda:+.4f}" if ll_lda else ""
+                    print(f"  {a.compare} vs lda package: {tput_c / base:.2f}x" if base else "",
+                          f"  loglik/token {est.sampler_} - {a.compare} = "
+                          f"{est.loglik_per_token_ - est_c.loglik_per_token_:+.4f}{extra}", flush=True)
             if solo is not None:
                 t1 = comm.bcast(t1, root=0)
                 bench.row(f"LDA fit K={K} speedup 1 -> {bench.size} ranks", data=data, metric="speedup",
