@@ -60,6 +60,10 @@ if bench.rank == 0:
         sk = SkLR(C=1 / (n * a.alpha), tol=1e-12, max_iter=it).fit(X, y)
         dt = time.perf_counter() - t0
         if obj(sk.coef_.T, sk.intercept_) <= target:
+            for _ in range(a.repeat - 1):  # best of --repeat (the machine may be shared)
+                t0 = time.perf_counter()
+                SkLR(C=1 / (n * a.alpha), tol=1e-12, max_iter=it).fit(X, y)
+                dt = min(dt, time.perf_counter() - t0)
             t_sk, name = dt, f"sklearn lbfgs max_iter={it}"
             break
     for it in (2, 4, 8, 16, 32):
@@ -67,14 +71,22 @@ if bench.rank == 0:
         sg = SGDClassifier(loss="log_loss", alpha=a.alpha, max_iter=it, tol=None, average=True).fit(X, y)
         dt = time.perf_counter() - t0
         if obj(sg.coef_.T, sg.intercept_) <= target:
+            for _ in range(a.repeat - 1):
+                t0 = time.perf_counter()
+                SGDClassifier(loss="log_loss", alpha=a.alpha, max_iter=it, tol=None, average=True).fit(X, y)
+                dt = min(dt, time.perf_counter() - t0)
             if dt < t_sk:
                 t_sk, name = dt, f"sklearn SGDClassifier(average) max_iter={it}"
             break
 t_sk, name = bench.comm.bcast((t_sk, name), root=0)
-hist = []
-m = LogisticRegression(alpha=a.alpha, max_iter=a.epochs, eval_every=1, learning_rate=a.solver,
-                       comm=bench.comm).fit(X, y, on_clock=hist.append)
-t_hit = next((r["train_time"] for r in hist if r["objective"] <= target), float("nan"))
+t_hit, hist, m = float("inf"), None, None
+for _ in range(a.repeat):  # best of --repeat
+    h = []
+    mm = LogisticRegression(alpha=a.alpha, max_iter=a.epochs, eval_every=1, learning_rate=a.solver,
+                            comm=bench.comm).fit(X, y, on_clock=h.append)
+    th = next((r["train_time"] for r in h if r["objective"] <= target), float("nan"))
+    if hist is None or (th == th and not th >= t_hit):
+        t_hit, hist, m = th, h, mm
 bench.row("logreg time to F* (1 + 1e-3)", data=data, metric="train_s", value=t_hit, baseline=t_sk,
           baseline_name=name, target="ratio <= 1.0 at 1 rank, <= 0.6 at 2", final_rel=(m.objective_ - f_star) / f_star,
           solver=a.solver, step_size=getattr(m, "step_size_", None),
