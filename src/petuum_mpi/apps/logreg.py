@@ -842,12 +842,15 @@ def _schema():
             "alpha": Field(float, default=1e-4, min=0.0, help="L2 penalty alpha/2 ||W||^2 (sklearn C = 1/(n alpha))"),
             "l1": Field(float, default=0.0, min=0.0, help="L1 penalty l1 ||W||_1"),
             "fit_intercept": Field(bool, default=True, help="fit unpenalised intercepts"),
-            "learning_rate": Field(str, default="adagrad", choices=("adagrad", "invscaling", "constant"),
-                                   help="step-size schedule"),
-            "eta0": Field(float, default=0.1, min=0.0, min_exclusive=True, help="initial step size"),
+            "learning_rate": Field(str, default="auto", choices=("auto", "svrg") + tuple(K.SCHEDULES),
+                                   help="solver / step-size schedule: auto = svrg without L1, adagrad with L1"),
+            "eta0": Field(float, default=None, min=0.0, min_exclusive=True,
+                          help="initial step size (default: svrg estimates it, 0.1 otherwise)"),
             "power_t": Field(float, default=0.5, min=0.0, help="exponent of invscaling"),
-            "batch_size": Field(int, default=16, min=1, help="mini-batch rows"),
-            "max_iter": Field(int, default=30, min=1, help="epochs"),
+            "batch_size": Field(int, default=None, min=1, help="mini-batch rows (default 64 svrg, 16 otherwise)"),
+            "inner_fraction": Field(float, default=1.0 / 3, min=0.0, max=1.0, min_exclusive=True,
+                                    help="svrg: fraction of the rows stepped on between snapshots"),
+            "max_iter": Field(int, default=30, min=1, help="epochs (svrg: iterations)"),
             "clocks_per_epoch": Field(int, default=1, min=1, help="parameter-server clocks per epoch"),
             "eval_every": Field(int, default=1, min=1, help="evaluate every N clocks"),
             "average": Field(bool, default=True, help="Polyak tail averaging of clock-end iterates"),
@@ -876,7 +879,7 @@ def run_job(job: dict, ctx) -> dict:
                              clocks_per_epoch=m["clocks_per_epoch"], eval_every=m["eval_every"] * every,
                              average=m["average"], average_start=m["average_start"], tol=m["tol"],
                              holdout=m["holdout"], block_features=m["block_features"], engine=dict(job["engine"]),
-                             random_state=int(job["run"]["seed"]), comm=comm)
+                             random_state=int(job["run"]["seed"]), comm=comm, inner_fraction=m["inner_fraction"])
     total = m["max_iter"] * m["clocks_per_epoch"]
     bar = ctx.progress(total, "logreg")
     seen = {"iter": 0}
