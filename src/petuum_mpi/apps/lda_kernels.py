@@ -360,7 +360,7 @@ def build_word_lists(n_wk, occ):
     return wl_ptr, wl_top, wl_cnt, wl_len
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def sweep_sparse(doc_ptr, words, z, n_dk, n_wk, n_k, d_wk, d_k, wl_ptr, wl_top, wl_cnt, wl_len, alpha, beta, seed_):
     """Exact collapsed Gibbs sweep in the SparseLDA decomposition (Yao, Mimno &
     McCallum 2009), O(|topics of the document| + |topics of the word|) per token.
