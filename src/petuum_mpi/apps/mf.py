@@ -51,6 +51,18 @@ def _warm(comm):
         _WARMED.add(key)
 
 
+def _delta_scale(eta_h, n, m):
+    """Factor for each worker's delta of an item rated ``n`` times per clock by ``m``
+    workers (``eta_h`` = step x curvature): sequential-pass contraction ``1 - exp(-X)``,
+    ``X = eta_h n``, over the sum of ``m`` workers' contractions ``m (1 - exp(-X / m))``.
+    1 for ``m <= 1`` (or ``X = 0``), tends to ``1 / m`` for large ``X``."""
+    X = eta_h * n
+    mm = np.maximum(m, 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a = np.expm1(-X) / (mm * np.expm1(-X / mm))
+    return np.where((m > 1) & (X > 0), a, 1.0)
+
+
 def _triples(R, n_users, n_items, where="ratings"):
     """Validate full (users, items, values) arrays."""
     if not (isinstance(R, (tuple, list)) and len(R) == 3):
@@ -99,6 +111,17 @@ class MatrixFactorization:
     max_iter : int, default 30
         Epochs.
     clocks_per_epoch : int, default 1
+    delta_scaling : {"auto", "none"}, default "auto"
+        How the item deltas of several workers are combined. Each worker runs SGD on
+        its own copy of ``V``/``c`` for a clock (and under ssp for up to ``s + 1``
+        clocks between re-reads), so plain summing ("none") moves an item up to
+        ``m`` times as far as one sequential pass would (``m`` = workers rating the
+        item): at large steps the model oscillates or diverges. "auto" scales worker
+        deltas of item ``i`` by ``(1 - exp(-X)) / (m (1 - exp(-X / m)))``, with ``X = eta
+        h N_i / clocks_per_epoch`` the log-contraction of one sequential pass over the
+        item's ``N_i`` ratings of a clock (``h`` = curvature: ``1 + lam_bias`` for ``c``,
+        the rating-weighted mean ``|U_u|^2 + lam`` for ``V``): about 1 (plain sum) for
+        small steps, ``1 / m`` (average) for large ones; exactly 1 at one rank.
     eval_every : int, default 1
         Compute train/test RMSE every N clocks (and after the last).
     init_scale : float, default 0.1
@@ -117,11 +140,12 @@ class MatrixFactorization:
     """
 
     def __init__(self, n_components=10, lam=0.02, lam_bias=0.0, use_bias=True, nonneg=False, eta0=0.02, decay=0.05,
-                 power=1.0, max_iter=30, clocks_per_epoch=1, eval_every=1, init_scale=0.1, dtype="float32",
+                 power=1.0, max_iter=30, clocks_per_epoch=1, delta_scaling="auto", eval_every=1, init_scale=0.1, dtype="float32",
                  holdout=0.0, consistency="ssp", staleness=1, engine=None, random_state=0, comm=None):
         self.n_components, self.lam, self.lam_bias, self.use_bias, self.nonneg = (n_components, lam, lam_bias,
                                                                                   use_bias, nonneg)
         self.eta0, self.decay, self.power, self.max_iter = eta0, decay, power, max_iter
+        self.delta_scaling = delta_scaling
         self.clocks_per_epoch, self.eval_every, self.init_scale, self.dtype = (clocks_per_epoch, eval_every,
                                                                                init_scale, dtype)
         self.holdout, self.consistency, self.staleness, self.engine = holdout, consistency, staleness, engine
@@ -138,6 +162,7 @@ class MatrixFactorization:
         _check("power", self.power, float, lo=0)
         _check("max_iter", self.max_iter, int, lo=1)
         _check("clocks_per_epoch", self.clocks_per_epoch, int, lo=1)
+        _check("delta_scaling", self.delta_scaling, str, choices=("auto", "none"))
         _check("eval_every", self.eval_every, int, lo=1)
         _check("init_scale", self.init_scale, float, lo=0)
         _check("dtype", self.dtype, str, choices=("float32", "float64"))
@@ -245,8 +270,13 @@ class MatrixFactorization:
         il = i[order].astype(np.int32)
         vl = v[order]
         n_loc = ul.size
-        s = ps.allreduce(np.array([vl.sum(), n_loc, 0 if te is None else te[0].size], dtype=np.float64))
+        cnt_i = np.bincount(il, minlength=ni).astype(np.float64)
+        s = ps.allreduce(np.concatenate(([vl.sum(), n_loc, 0 if te is None else te[0].size], cnt_i, cnt_i > 0)))
         n_tr, n_te = int(s[1]), int(s[2])
+        # item i: ratings over all workers, and how many workers rate it (for delta_scaling)
+        item_n, item_m = s[3:3 + ni], s[3 + ni:]
+        scale = self.delta_scaling == "auto" and bool((item_m > 1).any())
+        user_n = np.bincount(ul, minlength=nl).astype(np.float64)  # my ratings per local user
         if n_tr == 0:
             raise DataError("no training ratings")
         mu = float(s[0] / n_tr) if self.use_bias else 0.0
@@ -306,9 +336,14 @@ class MatrixFactorization:
             n_upd += b - a
             if Kc:
                 np.subtract(Vl, dV, out=dV)
+                if scale:
+                    h = float(user_n @ np.einsum("uk,uk->u", U, U)) / max(n_loc, 1) + self.lam
+                    dV *= _delta_scale(eta * h, item_n / cpe, item_m).astype(dt)[:, None]
                 ps.inc("V", None, dV)
             if self.use_bias:
                 np.subtract(bi, dbi, out=dbi)
+                if scale:
+                    dbi *= _delta_scale(eta * (1.0 + self.lam_bias), item_n / cpe, item_m).astype(dt)
                 ps.inc("c", 0, dbi)
             ps.clock(state=snap_state)
             t_train += time.perf_counter() - t0
@@ -497,6 +532,8 @@ def _schema():
             "power": Field(float, default=1.0, min=0.0, help="exponent of the step-size decay"),
             "max_iter": Field(int, default=30, min=1, help="epochs"),
             "clocks_per_epoch": Field(int, default=1, min=1, help="parameter-server clocks per epoch"),
+            "delta_scaling": Field(str, default="auto", choices=("auto", "none"),
+                                   help="combine workers' item deltas as one sequential pass would (auto) or sum"),
             "eval_every": Field(int, default=1, min=1, help="compute RMSE every N clocks"),
             "init_scale": Field(float, default=0.1, min=0.0, help="std of the initial factors"),
             "dtype": Field(str, default="float32", choices=("float32", "float64"), help="factor precision"),
@@ -516,7 +553,7 @@ def run_job(job: dict, ctx) -> dict:
     m = job["model"]
     every = int(job["run"].get("log_every", 1))
     est = MatrixFactorization(**{k: m[k] for k in ("n_components", "lam", "lam_bias", "use_bias", "nonneg", "eta0",
-                                                   "decay", "power", "max_iter", "clocks_per_epoch", "init_scale",
+                                                   "decay", "power", "max_iter", "clocks_per_epoch", "delta_scaling", "init_scale",
                                                    "dtype", "holdout")},
                               eval_every=m["eval_every"] * every, engine=dict(job["engine"]),
                               random_state=int(job["run"]["seed"]), comm=ctx.comm)
