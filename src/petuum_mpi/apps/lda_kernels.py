@@ -26,10 +26,12 @@ token's own state, so each MH step satisfies detailed balance w.r.t. the exact
 conditional (Metropolis-within-Gibbs is exact, not approximate). With stale
 ``n_wk``/``n_k`` copies the sampler targets the conditional of the local copy, as
 every parameter-server LDA does. Such copies can transiently show negative
-counts (another worker's decrement seen before its increment); both samplers
+counts (another worker's decrement seen before its increment); all samplers
 clamp ``n_wk`` and ``n_k`` at 0 inside their probabilities (as Petuum and
 Yahoo!LDA do) and never write the clamped value back. :func:`sweep_plain` is the
-O(K) reference sampler.
+exact O(K) sampler; :func:`sweep_sparse` samples the same exact conditional in the
+SparseLDA decomposition, O(topics of the document + topics of the word) per token,
+with per-word topic lists from :func:`build_word_lists`.
 
 Likelihood (Griffiths & Steyvers 2004)::
 
