@@ -59,6 +59,9 @@ def main():
     ap.add_argument("--compare", default="plain", choices=SAMPLERS[1:] + ("none",),
                     help="also fit with this sampler (same run) when it differs from the one --sampler runs")
     ap.add_argument("--no-speedup", action="store_true", help="skip the 1-rank fit used for the speedup row")
+    ap.add_argument("--kernels", action="store_true",
+                    help="instead of fits: the plain, sparse and mh kernel sweeps on rank 0 alone from the same "
+                         "random state (CPU seconds per sweep, log p(w,z)/token), no parameter server")
     ap.add_argument("--consistency", default="bsp", help="bsp: every sweep sees all earlier sweeps (fair per-sweep likelihood)")
     ap.add_argument("--staleness", type=int, default=1)
     ap.add_argument("--clocks-per-iter", type=int, default=0, help="PS clocks per sweep (0 = the app's auto: 1 on one rank, 4 on more)")
@@ -87,6 +90,15 @@ def main():
     data = f"LDA corpus {a.docs} docs, {a.words} words, {N / 1e6:.2f}M tokens"
     solo = comm.Split(0 if bench.rank == 0 else 1, bench.rank) if bench.size > 1 and not a.no_speedup else None
 
+    if a.kernels:
+        if bench.rank == 0:
+            for K in a.k:
+                kernel_sweeps(bench, X, N, K, a.iters_1000 if K >= 1000 else a.iters, data)
+        bench.barrier()
+        if bench.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        bench.finish()
+        return
     try:
         for K in a.k:
             iters = a.iters_1000 if K >= 1000 else a.iters
@@ -156,6 +168,56 @@ def main():
         if bench.rank == 0 and tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     bench.finish()
+
+
+def kernel_sweeps(bench, X, N, K, iters, data):
+    """plain / sparse / mh sweeps from the same random state, one process: CPU time per sweep."""
+    from petuum_mpi.apps.lda import _Corpus
+
+    c = _Corpus(X.indptr.astype(np.int64), X.indices.astype(np.int32), X.data.astype(np.int64), X.shape[1])
+    tp, words, V, D = c.tok_ptr, c.words, c.n_words, c.n_docs
+    z0 = np.empty(N, np.int32)
+    lk.init_assignments(tp, words, K, 1, z0)
+    occ = np.bincount(words, minlength=V)
+    res = {}
+    for kind in ("plain", "sparse", "mh"):
+        z = z0.copy()
+        n_dk, n_wk, n_k = np.zeros((D, K), np.int32), np.zeros((V, K), np.int32), np.zeros(K, np.int64)
+        lk.count_tables(tp, words, z, n_dk, n_wk, n_k)
+        d_wk, d_k = np.zeros_like(n_wk), np.zeros_like(n_k)
+        if kind == "mh":
+            m_wk, index = n_wk.copy(), lk.build_word_index(words, V)
+        # compile (or load from the cache) outside the timing: one sweep over a 1-document copy
+        one = tp[:2]
+        args = (z.copy(), n_dk[:1].copy(), n_wk.copy(), n_k.copy(), d_wk.copy(), d_k.copy())
+        if kind == "plain":
+            lk.sweep_plain(one, words, *args, ALPHA, BETA, 1)
+        elif kind == "sparse":
+            lk.sweep_sparse(one, words, *args, *lk.build_word_lists(args[2], np.bincount(words[:one[1]], minlength=V)),
+                            ALPHA, BETA, 1)
+        else:
+            lk.sweep_mh(one, words, *args[:4], m_wk.copy(), *index, *args[4:], ALPHA, BETA, 2, 1)
+        secs = []
+        for it in range(iters):
+            t0 = time.process_time()
+            if kind == "plain":
+                lk.sweep_plain(tp, words, z, n_dk, n_wk, n_k, d_wk, d_k, ALPHA, BETA, it + 5)
+            elif kind == "sparse":
+                lists = lk.build_word_lists(n_wk, occ)
+                lk.sweep_sparse(tp, words, z, n_dk, n_wk, n_k, d_wk, d_k, *lists, ALPHA, BETA, it + 5)
+            else:
+                lk.sweep_mh(tp, words, z, n_dk, n_wk, n_k, m_wk, *index, d_wk, d_k, ALPHA, BETA, 2, it + 5)
+            secs.append(time.process_time() - t0)
+        ll = lk.per_token_loglik(tp, n_dk, n_wk, n_k, ALPHA, BETA)
+        res[kind] = (N * iters / sum(secs), ll)
+        print(f"  K={K} {kind}: M tokens/s (CPU) per sweep " + " ".join(f"{N / t / 1e6:.2f}" for t in secs)
+              + f"; log p(w,z)/token after {iters} sweeps {ll:.4f}", flush=True)
+    for kind in ("sparse", "mh"):
+        bench.row(f"LDA kernel sweeps K={K} {kind} vs plain ({iters} sweeps from the same state)", data=data,
+                  metric="tokens/s (CPU time)", value=res[kind][0], baseline=res["plain"][0],
+                  baseline_name="sweep_plain, same state")
+        bench.row(f"LDA kernel log p(w,z)/token K={K} {kind}", data=data, metric="loglik/token",
+                  value=res[kind][1], baseline=res["plain"][1], baseline_name="sweep_plain")
 
 
 if __name__ == "__main__":
