@@ -65,6 +65,8 @@ p.add_argument("--settings", default="issue,low")
 p.add_argument("--lam", type=float, default=None, help="override the setting's lam")
 p.add_argument("--eta0", type=float, default=None)
 p.add_argument("--decay", type=float, default=None)
+p.add_argument("--delta-scaling", default=None, choices=("auto", "sequential", "none"))
+p.add_argument("--cpe", type=int, default=None, help="override clocks_per_epoch (default 2)")
 p.add_argument("--no-serial", action="store_true", help="skip the serial time-to-RMSE baseline")
 bench = Bench("mf", parser=p)
 a = bench.args
@@ -143,17 +145,21 @@ def oracle(u, i, v, te, Ut, Vt, clean, spectrum):
 # ----------------------------------------------------------------------------- runs
 SETTINGS = {  # planted spectrum, model parameters (no biases: the truth has none), target
     "issue": (np.full(a.rank, 1.0 / a.rank),
-              dict(n_components=a.rank, lam=0.02, eta0=0.05, decay=0.1, init_scale=0.3, max_iter=40,
-                   clocks_per_epoch=10, eval_every=10), "oracle"),
+              dict(n_components=a.rank, lam=0.02, eta0=0.05, decay=0.1, init_scale=0.3, max_iter=60,
+                   clocks_per_epoch=2, eval_every=2), "oracle"),
     "low": (np.full(a.low_rank, 1.0 / a.low_rank),
             dict(n_components=a.low_rank, lam=0.01, eta0=0.05, decay=0.1, init_scale=0.3, max_iter=15,
-                 clocks_per_epoch=10, eval_every=10), "noise"),
+                 clocks_per_epoch=2, eval_every=2), "noise"),
 }
 MODEL = {}
 
 
 def app_kwargs():
     kw = dict(MODEL, use_bias=False)
+    if a.cpe is not None:
+        kw.update(clocks_per_epoch=a.cpe, eval_every=a.cpe)
+    if a.delta_scaling is not None:
+        kw["delta_scaling"] = a.delta_scaling
     for k in ("lam", "eta0", "decay"):
         if getattr(a, k) is not None:
             kw[k] = getattr(a, k)

@@ -223,6 +223,25 @@ def test_delta_scale_matches_one_sequential_pass():
     assert _delta_scale(0.05, np.array([100.0]), np.array([1.0]))[0] == 1.0  # one worker: unchanged
 
 
+def test_delta_scale_clip_never_overshoots():
+    """mode="clip" (delta_scaling="auto"): the m workers' summed move on a 1-D quadratic never
+    passes the optimum, and is left alone (factor 1) when it would not."""
+    from petuum_mpi.apps.mf import _delta_scale
+
+    n = 400
+    for m in (2, 4, 8):
+        for eta_h in (1e-4, 1e-3, 0.01, 0.05):
+            one = 1 - (1 - eta_h) ** (n // m)  # each worker's move towards the optimum at 1 (from 0)
+            a = float(_delta_scale(eta_h, np.array([n]), np.array([float(m)]), "clip")[0])
+            assert 0 < a <= 1.0
+            assert m * one * a <= 1.0 + 0.02  # the sum stops at the optimum (to exp approximation)
+            if m * one < 0.9:
+                assert a == 1.0  # no overshoot: plain sum
+            else:
+                assert m * one * a == pytest.approx(1.0, rel=0.05)
+    assert _delta_scale(0.05, np.array([100.0]), np.array([1.0]), "clip")[0] == 1.0
+
+
 @pytest.mark.mpi
 def test_ssp_with_snapshots_decreases_smoothly(comm, shared_tmp):
     """Regression: 4 workers under ssp(2) with a snapshot barrier every 5 clocks oscillated

@@ -51,15 +51,21 @@ def _warm(comm):
         _WARMED.add(key)
 
 
-def _delta_scale(eta_h, n, m):
+def _delta_scale(eta_h, n, m, mode="sequential"):
     """Factor for each worker's delta of an item rated ``n`` times per clock by ``m``
-    workers (``eta_h`` = step x curvature): sequential-pass contraction ``1 - exp(-X)``,
-    ``X = eta_h n``, over the sum of ``m`` workers' contractions ``m (1 - exp(-X / m))``.
-    1 for ``m <= 1`` (or ``X = 0``), tends to ``1 / m`` for large ``X``."""
+    workers (``eta_h`` = step x curvature). On a quadratic, each worker's pass covers
+    ``1 - exp(-X / m)`` of the distance to the item's optimum (``X = eta_h n``), so the
+    plain sum covers ``M = m (1 - exp(-X / m))``.
+
+    ``mode="sequential"``: ``(1 - exp(-X)) / M``, the move of one sequential pass over all
+    ``n`` ratings (tends to ``1 / m`` for large ``X``). ``mode="clip"``: ``min(1, 1 / M)``,
+    the sum never moves past the optimum (no overshoot) and is left alone otherwise.
+    Both are 1 for ``m <= 1`` or ``X = 0``."""
     X = eta_h * n
     mm = np.maximum(m, 1.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        a = np.expm1(-X) / (mm * np.expm1(-X / mm))
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        M = -mm * np.expm1(-X / mm)
+        a = -np.expm1(-X) / M if mode == "sequential" else np.minimum(1.0, 1.0 / M)
     return np.where((m > 1) & (X > 0), a, 1.0)
 
 
@@ -111,17 +117,19 @@ class MatrixFactorization:
     max_iter : int, default 30
         Epochs.
     clocks_per_epoch : int, default 1
-    delta_scaling : {"auto", "none"}, default "auto"
+    delta_scaling : {"auto", "sequential", "none"}, default "auto"
         How the item deltas of several workers are combined. Each worker runs SGD on
         its own copy of ``V``/``c`` for a clock (and under ssp for up to ``s + 1``
         clocks between re-reads), so plain summing ("none") moves an item up to
         ``m`` times as far as one sequential pass would (``m`` = workers rating the
-        item): at large steps the model oscillates or diverges. "auto" scales worker
-        deltas of item ``i`` by ``(1 - exp(-X)) / (m (1 - exp(-X / m)))``, with ``X = eta
-        h N_i / clocks_per_epoch`` the log-contraction of one sequential pass over the
-        item's ``N_i`` ratings of a clock (``h`` = curvature: ``1 + lam_bias`` for ``c``,
-        the rating-weighted mean ``|U_u|^2 + lam`` for ``V``): about 1 (plain sum) for
-        small steps, ``1 / m`` (average) for large ones; exactly 1 at one rank.
+        item): at large steps the model oscillates or diverges. With ``X = eta h N_i /
+        clocks_per_epoch`` (the log-contraction of one sequential pass over the item's
+        ``N_i`` ratings of a clock; ``h`` = curvature: ``1 + lam_bias`` for ``c``, the
+        rating-weighted mean ``|U_u|^2 + lam`` for ``V``), the plain sum covers
+        ``M = m (1 - exp(-X / m))`` of the distance to the item's optimum. "auto" scales
+        worker deltas by ``min(1, 1 / M)``: never past the optimum, untouched when the
+        sum does not overshoot. "sequential" scales by ``(1 - exp(-X)) / M``, the move of
+        one sequential pass (more damping, slower). Both are exactly 1 at one rank.
     eval_every : int, default 1
         Compute train/test RMSE every N clocks (and after the last).
     init_scale : float, default 0.1
@@ -162,7 +170,7 @@ class MatrixFactorization:
         _check("power", self.power, float, lo=0)
         _check("max_iter", self.max_iter, int, lo=1)
         _check("clocks_per_epoch", self.clocks_per_epoch, int, lo=1)
-        _check("delta_scaling", self.delta_scaling, str, choices=("auto", "none"))
+        _check("delta_scaling", self.delta_scaling, str, choices=("auto", "sequential", "none"))
         _check("eval_every", self.eval_every, int, lo=1)
         _check("init_scale", self.init_scale, float, lo=0)
         _check("dtype", self.dtype, str, choices=("float32", "float64"))
@@ -275,7 +283,8 @@ class MatrixFactorization:
         n_tr, n_te = int(s[1]), int(s[2])
         # item i: ratings over all workers, and how many workers rate it (for delta_scaling)
         item_n, item_m = s[3:3 + ni], s[3 + ni:]
-        scale = self.delta_scaling == "auto" and bool((item_m > 1).any())
+        scale = self.delta_scaling != "none" and bool((item_m > 1).any())
+        mode = "sequential" if self.delta_scaling == "sequential" else "clip"
         user_n = np.bincount(ul, minlength=nl).astype(np.float64)  # my ratings per local user
         if n_tr == 0:
             raise DataError("no training ratings")
@@ -338,12 +347,12 @@ class MatrixFactorization:
                 np.subtract(Vl, dV, out=dV)
                 if scale:
                     h = float(user_n @ np.einsum("uk,uk->u", U, U)) / max(n_loc, 1) + self.lam
-                    dV *= _delta_scale(eta * h, item_n / cpe, item_m).astype(dt)[:, None]
+                    dV *= _delta_scale(eta * h, item_n / cpe, item_m, mode).astype(dt)[:, None]
                 ps.inc("V", None, dV)
             if self.use_bias:
                 np.subtract(bi, dbi, out=dbi)
                 if scale:
-                    dbi *= _delta_scale(eta * (1.0 + self.lam_bias), item_n / cpe, item_m).astype(dt)
+                    dbi *= _delta_scale(eta * (1.0 + self.lam_bias), item_n / cpe, item_m, mode).astype(dt)
                 ps.inc("c", 0, dbi)
             ps.clock(state=snap_state)
             t_train += time.perf_counter() - t0
@@ -532,8 +541,9 @@ def _schema():
             "power": Field(float, default=1.0, min=0.0, help="exponent of the step-size decay"),
             "max_iter": Field(int, default=30, min=1, help="epochs"),
             "clocks_per_epoch": Field(int, default=1, min=1, help="parameter-server clocks per epoch"),
-            "delta_scaling": Field(str, default="auto", choices=("auto", "none"),
-                                   help="combine workers' item deltas as one sequential pass would (auto) or sum"),
+            "delta_scaling": Field(str, default="auto", choices=("auto", "sequential", "none"),
+                                   help="combine workers' item deltas: auto = sum clipped so it never "
+                                        "overshoots; sequential = as one sequential pass; none = plain sum"),
             "eval_every": Field(int, default=1, min=1, help="compute RMSE every N clocks"),
             "init_scale": Field(float, default=0.1, min=0.0, help="std of the initial factors"),
             "dtype": Field(str, default="float32", choices=("float32", "float64"), help="factor precision"),
