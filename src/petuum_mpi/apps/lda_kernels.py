@@ -249,6 +249,22 @@ def sweep_mh(doc_ptr, words, z, n_dk, n_wk, n_k, m_wk, word_ptr, word_tok, tok_w
 _BLK = 16
 
 
+@njit(cache=True, inline="always")
+def _search_blocks(u, bsum, nb, vals, n):
+    """Index j < n where ``u`` falls in the cumulative sums of ``vals[:n]``, given the sums
+    ``bsum`` of its ``nb`` blocks of ``_BLK`` values: walk the blocks, then one block."""
+    b = 0
+    while b < nb - 1 and u >= bsum[b]:
+        u -= bsum[b]
+        b += 1
+    j = b * _BLK
+    last = min(n, j + _BLK) - 1
+    while j < last and u >= vals[j]:
+        u -= vals[j]
+        j += 1
+    return j
+
+
 @njit(cache=True, nogil=True, fastmath=True)
 def sweep_plain(doc_ptr, words, z, n_dk, n_wk, n_k, d_wk, d_k, alpha, beta, seed_):
     """Reference collapsed Gibbs sweep: samples each token from its exact full
@@ -290,16 +306,7 @@ def sweep_plain(doc_ptr, words, z, n_dk, n_wk, n_k, d_wk, d_k, alpha, beta, seed
                 bsum[b] = acc
                 total += acc
             # pass 2: find the block, then the topic, holding u
-            u = np.random.random() * total
-            b = 0
-            while b < nb - 1 and u >= bsum[b]:
-                u -= bsum[b]
-                b += 1
-            x = b * _BLK
-            last = min(K, x + _BLK) - 1
-            while x < last and u >= p[x]:
-                u -= p[x]
-                x += 1
+            x = _search_blocks(np.random.random() * total, bsum, nb, p, K)
             nd[x] += 1
             nw[x] += 1
             n_k[x] += 1
@@ -484,15 +491,7 @@ def sweep_sparse(doc_ptr, words, z, n_dk, n_wk, n_k, d_wk, d_k, wl_ptr, wl_top, 
             u *= q + rsum + ssum
             jx = -1  # list position of x when known
             if u < q:
-                b = 0
-                while b < nb - 1 and u >= bsum[b]:
-                    u -= bsum[b]
-                    b += 1
-                j = b * _BLK
-                last = min(nwl, j + _BLK) - 1
-                while j < last and u >= qv[j]:
-                    u -= qv[j]
-                    j += 1
+                j = _search_blocks(u, bsum, nb, qv, nwl)
                 jx = j
                 x = tq[j]
             else:
