@@ -102,6 +102,18 @@ def bench_lda(bench):
                                                     next(seeds)), repeat=min(bench.args.repeat, 2))
         bench.row("LDA sweep_mh (2 MH steps/token)", data=f"{data}, K={K}", metric="tokens/s", value=N / t_mh,
                   baseline=N / t_plain, baseline_name="plain O(K) Gibbs sweep (same run)")
+        occ = np.bincount(words, minlength=V).astype(np.int64)
+
+        def sparse_sweep():  # the word lists are rebuilt per sweep, as the app does after every pull
+            lists = lk.build_word_lists(n_wk, occ)
+            lk.sweep_sparse(doc_ptr, words, z, n_dk, n_wk, n_k, d_wk, d_k, *lists, 0.1, 0.01, next(seeds))
+
+        z, n_dk, n_wk, n_k = (a.copy() for a in state)
+        sparse_sweep()
+        z, n_dk, n_wk, n_k = (a.copy() for a in state)
+        t_sparse = bench.time(sparse_sweep, repeat=min(bench.args.repeat, 2))
+        bench.row("LDA sweep_sparse (exact SparseLDA, lists rebuilt)", data=f"{data}, K={K}", metric="tokens/s",
+                  value=N / t_sparse, baseline=N / t_plain, baseline_name="plain O(K) Gibbs sweep (same run)")
 
 
 def main():
