@@ -143,6 +143,19 @@ def limit_blas_threads(ranks_on_node: int) -> int | None:
     return n
 
 
+_WARMED: set = set()
+
+
+def warm_once(warmup, comm=None) -> None:
+    """:func:`compile_once` the first time a (module-level) ``warmup`` meets ``comm``
+    (one compile per communicator and process; later calls return at once)."""
+    comm = get_comm(comm)
+    key = (warmup, id(comm), comm.size)
+    if key not in _WARMED:
+        compile_once(warmup, comm)
+        _WARMED.add(key)
+
+
 def compile_once(warmup, comm=None) -> None:
     """Run ``warmup()`` (which calls cached Numba kernels on tiny inputs) on the
     first rank of each node, then on the others, so the cache is written once.

@@ -28,7 +28,7 @@ import scipy.sparse as sp
 from ..config import Field, Section
 from ..errors import ConfigError, DataError, UsageError
 from ..params import check_param as _check
-from ..runtime import compile_once, get_comm
+from ..runtime import get_comm, warm_once
 from ..strads.engine import Engine, allreduce_sum
 from ..strads.sample import gather_row_sample
 from ..strads.schedulers import SCHEDULERS, make_scheduler
@@ -42,14 +42,6 @@ except ImportError:  # pragma: no cover
         """The solver stopped before reaching ``tol``."""
 
 
-_WARMED = set()
-
-
-def _warm(comm):
-    key = id(comm)
-    if key not in _WARMED:
-        compile_once(K.warmup, comm)
-        _WARMED.add(key)
 
 
 def row_range(n: int, rank: int, size: int) -> tuple[int, int]:
@@ -521,7 +513,7 @@ class ElasticNet:
 
     def _problem(self, X, y):
         comm = get_comm(self.comm)
-        _warm(comm)
+        warm_once(K.warmup, comm)
         Xl, yl, n, p = load_local(X, y, comm)
         prob = EnetProblem(Xl, yl, n, self.fit_intercept, comm)
         sample = None

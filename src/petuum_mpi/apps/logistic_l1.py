@@ -23,15 +23,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ConfigError, DataError, UsageError
-from ..runtime import compile_once, get_comm
+from ..runtime import get_comm, warm_once
 from ..strads.engine import Engine, allreduce_sum
 from ..strads.sample import gather_row_sample
 from ..strads.schedulers import SCHEDULERS, make_scheduler
 from . import logistic_l1_kernels as K
 from .lasso import ConvergenceWarning, _check, check_engine_params, load_local
-
-_WARMED = set()
-
 
 class LogisticProblem:
     """One rank's rows; engine variables are the features plus the intercept (id p)."""
@@ -147,9 +144,7 @@ class L1LogisticRegression:
         """Fit (collective): full arrays on every rank, or a dataset path."""
         self._validate()
         comm = get_comm(self.comm)
-        if id(comm) not in _WARMED:
-            compile_once(K.warmup, comm)
-            _WARMED.add(id(comm))
+        warm_once(K.warmup, comm)
         Xl, yl, n, p = load_local(X, y, comm)
         prob = LogisticProblem(Xl, yl, n, self.fit_intercept, comm)
         prob.C = float(self.C)

@@ -28,7 +28,7 @@ import scipy.sparse as sp
 
 from ..errors import ConfigError, DataError, UsageError
 from ..params import check_param as _check
-from ..runtime import compile_once, get_comm
+from ..runtime import get_comm, warm_once
 from . import logreg_kernels as K
 
 __all__ = ["LogisticRegression", "SCHEMA", "run_job", "ConvergenceWarning"]
@@ -71,14 +71,6 @@ def _warmup():
         K.top_eig_csr(X.indptr, X.indices, X.data, 1, 2, 0)
 
 
-_WARMED: set = set()
-
-
-def _warm(comm):
-    key = (id(comm), comm.size)
-    if key not in _WARMED:
-        compile_once(_warmup, comm)
-        _WARMED.add(key)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -344,7 +336,7 @@ class LogisticRegression:
         D = nb * B
         engine = dict(self.engine) if self.engine is not None else _validate_section(
             "engine", ENGINE_SCHEMA, {"consistency": self.consistency, "staleness": int(self.staleness)}, ".")
-        _warm(comm)
+        warm_once(_warmup, comm)
         tables = [TableSpec("W", nb, B * C, "float64"), TableSpec("b", 1, C, "float64")]
         lr = self.learning_rate
         if lr == "auto":

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from ..errors import ConfigError, DataError, UsageError
-from ..runtime import compile_once, get_comm
+from ..runtime import get_comm, warm_once
 from . import mf_kernels as K
 from .logreg import _check, _is_path, holdout_mask
 
@@ -41,14 +41,6 @@ def _warmup():
         K.top_k_items(U[0], V, b, 0.0, 0.0, True, 1, np.zeros(0, dtype=np.int64))
 
 
-_WARMED: set = set()
-
-
-def _warm(comm):
-    key = (id(comm), comm.size)
-    if key not in _WARMED:
-        compile_once(_warmup, comm)
-        _WARMED.add(key)
 
 
 def _delta_scale(eta_h, n, m, mode="sequential"):
@@ -251,7 +243,7 @@ class MatrixFactorization:
         V0 = self.init_scale * rng0.standard_normal((ni, Kc))
         if self.nonneg:
             V0 = np.abs(V0)
-        _warm(comm)
+        warm_once(_warmup, comm)
         tables = [TableSpec("V", ni, max(Kc, 1), dt.name, init=V0 if Kc else 0), TableSpec("c", 1, ni, dt.name)]
         ps = ParameterServer.from_config(engine, tables, comm)
         try:
