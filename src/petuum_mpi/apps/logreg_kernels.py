@@ -97,6 +97,31 @@ def _catch_up_row(j, t, W, dW, G, last, schedule, eta0, power_t, alpha, l1):
 
 
 @njit(cache=True, inline="always")
+def _margins_sparse_row(indptr, indices, data, W, b, r, z):
+    """z = b + x_r W for CSR row r (C columns)."""
+    C = z.shape[0]
+    for c in range(C):
+        z[c] = b[c]
+    for p in range(indptr[r], indptr[r + 1]):
+        j = indices[p]
+        x = data[p]
+        for c in range(C):
+            z[c] += x * W[j, c]
+
+
+@njit(cache=True, inline="always")
+def _margins_dense_row(X, W, b, r, z):
+    """z = b + X[r] W (C columns)."""
+    C = z.shape[0]
+    for c in range(C):
+        z[c] = b[c]
+    for j in range(X.shape[1]):
+        x = X[r, j]
+        for c in range(C):
+            z[c] += x * W[j, c]
+
+
+@njit(cache=True, inline="always")
 def _residual(z, yi, C):
     """Turn margins z (C,) into dloss/dmargin in place; return the row's log-loss."""
     if C == 1:
@@ -206,13 +231,7 @@ def sgd_step_csr(indptr, indices, data, y, rows, W, b, dW, db, G, Gb, last, t, s
     loss = 0.0
     for ii in range(rows.shape[0]):
         r = rows[ii]
-        for c in range(C):
-            z[c] = b[c]
-        for p in range(indptr[r], indptr[r + 1]):
-            j = indices[p]
-            x = data[p]
-            for c in range(C):
-                z[c] += x * W[j, c]
+        _margins_sparse_row(indptr, indices, data, W, b, r, z)
         loss += _residual(z, y[r], C)
         for c in range(C):
             gb[c] += z[c]
@@ -248,12 +267,7 @@ def sgd_step_dense(X, y, rows, W, b, dW, db, G, Gb, last, t, schedule, eta0, pow
     loss = 0.0
     for ii in range(rows.shape[0]):
         r = rows[ii]
-        for c in range(C):
-            z[c] = b[c]
-        for j in range(d):
-            x = X[r, j]
-            for c in range(C):
-                z[c] += x * W[j, c]
+        _margins_dense_row(X, W, b, r, z)
         loss += _residual(z, y[r], C)
         for c in range(C):
             gb[c] += z[c]
@@ -670,13 +684,7 @@ def snapshot_csr(indptr, indices, data, y, W, b, R, gW, gb):
     z = np.empty(C, dtype=np.float64)
     loss = 0.0
     for i in range(n):
-        for c in range(C):
-            z[c] = b[c]
-        for p in range(indptr[i], indptr[i + 1]):
-            j = indices[p]
-            x = data[p]
-            for c in range(C):
-                z[c] += x * W[j, c]
+        _margins_sparse_row(indptr, indices, data, W, b, i, z)
         loss += _residual(z, y[i], C)
         for c in range(C):
             R[i, c] = z[c]
@@ -697,12 +705,7 @@ def snapshot_dense(X, y, W, b, R, gW, gb):
     z = np.empty(C, dtype=np.float64)
     loss = 0.0
     for i in range(n):
-        for c in range(C):
-            z[c] = b[c]
-        for j in range(d):
-            x = X[i, j]
-            for c in range(C):
-                z[c] += x * W[j, c]
+        _margins_dense_row(X, W, b, i, z)
         loss += _residual(z, y[i], C)
         for c in range(C):
             R[i, c] = z[c]
