@@ -170,3 +170,21 @@ def test_bad_job_values(comm, shared_tmp):
     comm.Barrier()
     with pytest.raises(ConfigError, match="learning_rate"):
         load_job(path, comm=comm)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("lr", ["svrg", "adagrad"])
+def test_snapshot_resume_equals_uninterrupted(comm, shared_tmp, lr):
+    # 5 iterations with snapshots, then resumed to 10 == 10 uninterrupted (bsp; averaging off:
+    # its window is a fraction of max_iter, which differs between the 5- and 10-iteration runs)
+    X, y, _ = make_classification(1500, 200, nnz=20000, seed=3)
+    kw = dict(alpha=1e-3, learning_rate=lr, average=False, comm=comm)
+    eng = {"consistency": "bsp", "staleness": 0, "snapshot_every": 5, "snapshot_dir": os.path.join(shared_tmp, lr)}
+    full = LogisticRegression(max_iter=10, engine={"consistency": "bsp", "staleness": 0}, **kw).fit(X, y)
+    LogisticRegression(max_iter=5, engine=eng, **kw).fit(X, y)
+    res = LogisticRegression(max_iter=10, engine=dict(eng, resume=True), **kw).fit(X, y)
+    assert res.n_iter_ == 10
+    assert res.objective_ == pytest.approx(full.objective_, rel=1e-7)
+    np.testing.assert_allclose(res.coef_, full.coef_, atol=1e-6)
+    half = LogisticRegression(max_iter=5, engine={"consistency": "bsp", "staleness": 0}, **kw).fit(X, y)
+    assert res.objective_ < half.objective_  # it really continued
