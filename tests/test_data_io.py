@@ -162,7 +162,7 @@ def test_libsvm_zero_index_declared_one_based(tmp_path):
 def test_libsvm_nan_rejected(tmp_path):
     p = tmp_path / "n.svm"
     p.write_text("1 1:2\n2 2:nan\n")
-    with pytest.raises(DataError, match="not finite.*row 1"):
+    with pytest.raises(DataError, match=r"n\.svm, line 2: value nan of feature 2 is not finite"):
         C.convert_libsvm(str(p), str(tmp_path / "d"))
 
 
@@ -195,8 +195,8 @@ def test_uci_unsorted_duplicates_and_empty_docs(tmp_path):
 
 
 @pytest.mark.parametrize("text,msg", [
-    ("2\n3\n2\n1 1 1\n1 4 1\n", "line 5: value out of range"),
-    ("2\n3\n2\n1 1 1\n1 2 -1\n", "line 5: value out of range"),
+    ("2\n3\n2\n1 1 1\n1 4 1\n", "line 5: word id 4 exceeds W=3 from the header"),
+    ("2\n3\n2\n1 1 1\n1 2 -1\n", "line 5: count -1 is below 1"),
     ("2\n3\n3\n1 1 1\n1 2 1\n", "NNZ=3 but the file has 2"),
     ("2\nx\n3\n", "line 2: header value"),
 ])
@@ -233,7 +233,7 @@ def test_ratings_vs_simple_parse(tmp_path, style):
 def test_ratings_malformed(tmp_path):
     p = tmp_path / "r.csv"
     p.write_text("userId,movieId,rating\n1,2,3.5\n1,2.5,4\n")
-    with pytest.raises(DataError, match=r"r\.csv, line 3: value out of range"):
+    with pytest.raises(DataError, match=r"r\.csv, line 3: item id 2\.5 is not an integer"):
         C.convert_ratings(str(p), str(tmp_path / "d"))
 
 

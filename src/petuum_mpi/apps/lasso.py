@@ -399,8 +399,9 @@ def check_engine_params(est) -> None:
 
 
 
-def load_local(X, y=None, comm=None, layout="csc"):
-    """This rank's rows: from full arrays given on every rank, or from a dataset path.
+def load_local(X, y=None, comm=None, layout="csc", task=None, app=None):
+    """This rank's rows: from full arrays given on every rank, or from a dataset path
+    (which must have ``task``, "regression" or "classification", when given).
 
     Returns (X_local, y_local, n_total, n_features).
     """
@@ -411,6 +412,10 @@ def load_local(X, y=None, comm=None, layout="csc"):
         except ImportError as e:  # pragma: no cover - until the data module lands
             raise UsageError(f"reading datasets needs petuum_mpi.data.read_matrix ({e})") from None
         part = read_matrix(str(X), comm, layout=layout)
+        if task is not None:
+            from ..data.reader import require_task
+
+            require_task(part, task, app or "this estimator")
         if part.y is None:
             raise DataError(f"{X}: dataset has no targets (y)")
         return part.X, np.asarray(part.y, dtype=np.float64), int(part.n_rows), int(part.n_cols)
@@ -514,7 +519,7 @@ class ElasticNet:
     def _problem(self, X, y):
         comm = get_comm(self.comm)
         warm_once(K.warmup, comm)
-        Xl, yl, n, p = load_local(X, y, comm)
+        Xl, yl, n, p = load_local(X, y, comm, task="regression", app=type(self).__name__)
         prob = EnetProblem(Xl, yl, n, self.fit_intercept, comm)
         sample = None
         if self.scheduler == "sap":
@@ -741,7 +746,8 @@ def run_job(job: dict, ctx) -> dict:
     bar.close()
     summary["time"] = time.perf_counter() - t0
     if test and est is not None:
-        Xt, yt, _, _ = load_local(test, None, comm)
+        Xt, yt, _, _ = load_local(test, None, comm, task="classification" if app == "l1_logistic" else "regression",
+                                  app=app)
         if app == "l1_logistic":
             pred = est.predict(Xt)
             s = allreduce_sum(np.array([float(np.sum(pred == np.asarray(yt))), float(len(yt))]), comm)

@@ -145,7 +145,7 @@ class L1LogisticRegression:
         self._validate()
         comm = get_comm(self.comm)
         warm_once(K.warmup, comm)
-        Xl, yl, n, p = load_local(X, y, comm)
+        Xl, yl, n, p = load_local(X, y, comm, task="classification", app=type(self).__name__)
         prob = LogisticProblem(Xl, yl, n, self.fit_intercept, comm)
         prob.C = float(self.C)
         if self.warm_start and getattr(self, "coef_", None) is not None:

@@ -46,8 +46,25 @@ def cmd_synth(args) -> int:
 
 
 def cmd_convert(args) -> int:
+    """Convert; print the task of a matrix (and why, when inferred) and converter warnings
+    (one ``petuum-mpi: warning: ...`` line each on stderr)."""
+    import sys
+    import warnings
+
     from . import convert as C
 
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", C.DataWarning)
+        code = _convert(args, C)
+    for w in caught:
+        if issubclass(w.category, C.DataWarning):
+            print(f"petuum-mpi: warning: {w.message}", file=sys.stderr, flush=True)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return code
+
+
+def _convert(args, C) -> int:
     fmt = args.format
     inputs, out = args.inputs[:-1], args.inputs[-1]
     if not inputs:
@@ -66,9 +83,16 @@ def cmd_convert(args) -> int:
     elif fmt == "ratings":
         if len(inputs) != 1:
             raise DataError(f"convert ratings takes one input file, got {len(inputs)}")
-        ds = C.convert_ratings(inputs[0], out, **kw)
+        ds = C.convert_ratings(inputs[0], out, duplicates=args.duplicates, **kw)
     else:
         ds = C.convert_npy(inputs, out, task=args.task, dtype=np.float32 if args.float32 else None, **kw)
+    if ds.kind == "matrix":
+        if ds.meta.get("task_inferred"):
+            other = "classification" if ds.task == "regression" else "regression"
+            print(f"task: {ds.task} (inferred by --task auto: {ds.meta['task_reason']}; "
+                  f"use --task {other} to override)")
+        else:
+            print(f"task: {ds.task} (--task {ds.task})")
     print(f"wrote {ds.path}: {ds.kind}, {ds.n_rows} x {ds.n_cols}, nnz {ds.nnz}, {len(ds.shards)} shard(s)")
     return 0
 
@@ -147,7 +171,12 @@ def add_subcommands(subparsers) -> None:
     b.add_argument("--zero-based", dest="base", action="store_const", const="zero", help="LIBSVM indices from 0")
     b.add_argument("--one-based", dest="base", action="store_const", const="one", help="LIBSVM indices from 1")
     c.set_defaults(base="auto")
-    c.add_argument("--task", choices=["auto", "regression", "classification"], default="auto")
+    c.add_argument("--task", choices=["auto", "regression", "classification"], default="auto",
+                   help="libsvm/npy targets; auto: classification only for 2 distinct integer labels or "
+                        "labels 0..k-1 / 1..k (k <= 20), else regression (the choice is printed)")
+    c.add_argument("--duplicates", choices=["last", "mean", "error"], default="last",
+                   help="ratings: a (user, item) pair rated more than once keeps the last rating, the mean "
+                        "(both with a warning), or is an error")
     c.add_argument("--n-features", type=int, default=None, help="LIBSVM column count")
     c.add_argument("--float32", action="store_true", help="store values as float32")
     c.add_argument("--truth", default=None, metavar="FILE", help="truth HDF5 file to copy into the dataset")

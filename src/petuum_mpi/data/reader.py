@@ -331,6 +331,25 @@ def read_matrix(path_or_dataset, comm=None, layout: str = "csr", balance: str = 
                        nnz_total=ds.nnz, task=ds.task, n_classes=ds.n_classes, meta=ds.meta, dataset=ds)
 
 
+def require_task(part, task: str, app: str) -> None:
+    """Refuse a matrix dataset whose task is not ``task`` (same on every rank: collective).
+
+    ``part`` is a :class:`LocalMatrix` or :class:`Dataset`; ``app`` names the estimator
+    in the message, which tells the user how to convert the data instead.
+    """
+    if part.task == task:
+        return
+    ds = part.dataset if isinstance(part, LocalMatrix) else part
+    path = ds.path if ds is not None else "dataset"
+    if part.task == "classification":
+        what = f"classification dataset ({part.n_classes} classes)"
+        hint = f"{app} fits real-valued targets: convert the data with --task regression"
+    else:
+        what = f"{part.task} dataset"
+        hint = f"{app} needs class labels: convert the data with --task classification"
+    raise collective(DataError(f"{path}: is a {what}; {hint}"))
+
+
 # ----------------------------------------------------------------------------- bag of words
 
 @dataclass
