@@ -158,3 +158,31 @@ def test_missing_shard_and_too_many_ranks(comm, shared_tmp):
     else:
         assert comm.allreduce(read_matrix(p1, comm=comm).X.nnz) == X.nnz
     _raises_everywhere(comm, lambda: read_matrix(os.path.join(shared_tmp, "nothing"), comm=comm), "not found")
+
+
+@pytest.mark.mpi
+def test_estimators_refuse_wrong_task_on_all_ranks(comm, shared_tmp):
+    """A regression app on a classification dataset (and the reverse) stops on every rank
+    with the same collective error (the job then ends cleanly, no abort)."""
+    from petuum_mpi.apps.lasso import ElasticNet, Lasso
+    from petuum_mpi.apps.logistic_l1 import L1LogisticRegression
+
+    X = sp.random(28, 5, density=0.5, format="csr", random_state=2)
+    clf, reg = os.path.join(shared_tmp, "clf"), os.path.join(shared_tmp, "reg")
+    _write_on_root(comm, lambda: (write_matrix(clf, X, np.arange(28) % 3, task="classification", n_shards=3),
+                                  write_matrix(reg, X, np.arange(28) % 2 * 1.0, n_shards=3)))
+    for est in (Lasso(alpha=0.1), ElasticNet(alpha=0.1)):
+        caught = []
+        _raises_everywhere(comm, lambda: _fit(est, clf, caught),
+                           r"clf: is a classification dataset \(3 classes\); .*--task regression$")
+        assert caught == [True]  # marked collective: every rank raised it at the same point
+    _raises_everywhere(comm, lambda: L1LogisticRegression().fit(reg), r"reg: is a regression dataset; .*--task "
+                                                                      r"classification$")
+
+
+def _fit(est, path, caught):
+    try:
+        est.fit(path)
+    except DataError as e:
+        caught.append(e.collective)
+        raise
