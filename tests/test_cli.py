@@ -71,3 +71,52 @@ def test_unwritable_output_dir_is_a_clear_error(tmp_path):
     job = {"app": "lasso", "run": {"output_dir": str(blocker), "name": "r"}}
     with pytest.raises(ConfigError, match=r"\[run\] output_dir: cannot write the run directory"):
         RunDir.create(job)
+
+
+def test_info_names_the_implementation_and_its_pitfalls():
+    from mpi4py import MPI
+
+    from petuum_mpi import mpilib
+
+    name, version = mpilib.identify(MPI.Get_library_version())
+    out = subprocess.run(CLI + ["info"], capture_output=True, text=True, check=True).stdout
+    assert f"MPI library  {name} {version} " in out
+    if name == mpilib.MPICH:
+        assert "MPIR_CVAR_POLLS_BEFORE_YIELD=1" in out
+    if name == mpilib.OPENMPI:
+        assert "oversubscribe" in out
+
+
+# first lines of MPI_Get_library_version() as printed by the libraries
+LIBRARY_VERSIONS = {
+    "MPICH Version:      5.0.2\nMPICH Release date: ...": ("MPICH", "5.0.2"),
+    "Open MPI v5.0.11, package: Open MPI user@localhost Distribution, ident: 5.0.11": ("Open MPI", "5.0.11"),
+    "Intel(R) MPI Library 2021.18 for Linux* OS\n": ("Intel MPI", "2021.18"),
+}
+
+
+@pytest.mark.parametrize("text", list(LIBRARY_VERSIONS))
+def test_mpi_library_settings(text):
+    from petuum_mpi import mpilib
+
+    name, version = mpilib.identify(text)
+    assert (name, version) == LIBRARY_VERSIONS[text]
+    assert mpilib.oversubscribe_env(name, ranks=2, cores=2) == {}
+    over = mpilib.oversubscribe_env(name, ranks=4, cores=2)
+    nodes = mpilib.between_nodes_env(name)
+    if name == "Open MPI":  # 5.x ignores OMPI_MCA_rmaps_base_oversubscribe
+        assert over["PRTE_MCA_rmaps_default_mapping_policy"] == ":oversubscribe"
+        assert nodes["OMPI_MCA_btl"] == "self,tcp" and "sm" not in nodes["OMPI_MCA_osc"]
+    if name == "MPICH":
+        assert over == {"MPIR_CVAR_POLLS_BEFORE_YIELD": "1"} and nodes == {"MPIR_CVAR_NOLOCAL": "1"}
+    if name == "Intel MPI":
+        assert nodes == {"I_MPI_FABRICS": "ofi", "FI_PROVIDER": "tcp"}
+
+
+@pytest.mark.parametrize("n", ["0", "-2"])
+def test_launch_rejects_fewer_than_one_rank(tmp_path, capsys, n):
+    job = tmp_path / "j.toml"
+    job.write_text('app = "lasso"\n[data]\ntrain = "missing-dataset"\n')
+    assert main(["launch", "-n", n, str(job)]) == 2
+    err = capsys.readouterr().err
+    assert f"-n {n}" in err and "at least 1" in err and len(err.strip().splitlines()) == 1

@@ -116,8 +116,12 @@ def info_lines(comm=None) -> list[str]:
 
     lines = [f"petuum_mpi   {__version__}", f"python       {platform.python_version()} ({sys.executable})"]
     lines.append(f"mpi4py       {mpi4py.__version__}")
-    lib = MPI.Get_library_version().strip().splitlines()[0].strip()
-    lines.append(f"MPI library  {lib} (MPI standard {'.'.join(map(str, MPI.Get_version()))})")
+    from . import mpilib
+
+    full = MPI.Get_library_version().replace("\x00", "")
+    name, version = mpilib.identify(full)
+    lines.append(f"MPI library  {name} {version} (MPI standard {'.'.join(map(str, MPI.Get_version()))})")
+    lines.append(f"MPI build    {full.strip().splitlines()[0].strip() if full.strip() else '?'}")
     hint = " (start under mpiexec -n N to check N ranks)" if comm.size == 1 else ""
     lines.append(f"ranks        {comm.size}{hint}")
     lines.append(f"processor    {MPI.Get_processor_name()}")
@@ -144,6 +148,8 @@ def info_lines(comm=None) -> list[str]:
             )
     else:
         lines.append("mpich wheel  not installed (using the MPI that mpi4py was built against)")
+    for note in mpilib.pitfalls(name, ranks=comm.size):
+        lines.append(f"{'WARNING' if 'NOW' in note else 'note':<12} {note}")
     return lines
 
 
@@ -169,21 +175,39 @@ def find_mpiexec() -> str:
     return found
 
 
+def _library_name() -> str:
+    """The MPI library mpi4py loads here (without starting MPI in this process)."""
+    import mpi4py
+
+    from . import mpilib
+
+    mpi4py.rc.initialize = False
+    from mpi4py import MPI
+
+    return mpilib.identify(MPI.Get_library_version())[0]
+
+
 def cmd_launch(args) -> int:
     from .config import resolve_job
 
+    from . import mpilib
+
+    if args.n < 1:
+        raise PetuumError(f"launch: -n {args.n}: the number of ranks must be at least 1")
     resolve_job(args.job, args.set or ())  # fail here, before starting any rank
     cmd = [find_mpiexec(), "-n", str(args.n), *args.mpiexec_arg, sys.executable, "-m", "petuum_mpi", "run", args.job]
     for s in args.set or ():
         cmd += ["--set", s]
     env = dict(os.environ)
-    if args.n > (os.cpu_count() or 1):
-        # MPICH busy-polls inside MPI calls; with more ranks than cores, make
-        # waiting ranks yield the core (measured: 4 ranks on 2 cores, 5-15x more
-        # allreduce rounds per second).
-        env.setdefault("MPIR_CVAR_POLLS_BEFORE_YIELD", "1")
-        print(f"petuum-mpi: {args.n} ranks on {os.cpu_count()} cores: oversubscribed, "
-              "waiting ranks yield the CPU (MPIR_CVAR_POLLS_BEFORE_YIELD=1)", file=sys.stderr)
+    over = mpilib.oversubscribe_env(_library_name(), args.n)
+    if over:
+        # more ranks than cores: Open MPI 5 refuses to start unless told to
+        # oversubscribe; every library busy-polls, so waiting ranks must yield the
+        # core (MPICH, measured: 4 ranks on 2 cores, 5-15x more allreduce rounds per second).
+        for k, v in over.items():
+            env.setdefault(k, v)
+        print(f"petuum-mpi: {args.n} ranks on {os.cpu_count()} cores: oversubscribed, waiting ranks yield the CPU ("
+              + " ".join(f"{k}={env[k]}" for k in over) + ")", file=sys.stderr)
     print("petuum-mpi: " + " ".join(cmd), file=sys.stderr, flush=True)
     return subprocess.call(cmd, env=env)
 

@@ -138,7 +138,11 @@ class Engine:
                 for k in range(self.depth + 1):
                     c = int(buf[k * slot])
                     ahead.append(buf[k * slot + 1 : k * slot + 1 + c].astype(np.int64))
-        inflight = deque()  # (vars, request or None, buffer, m, next vars if serial)
+        # (vars, request or None, (send, recv) buffers or local partials, m, next vars if serial).
+        # A non-blocking call may read `send` and write `recv` until Wait, and mpi4py keeps no
+        # reference to them: both must stay referenced here (Open MPI reads late; freeing
+        # `send` early gave wrong sums there).
+        inflight = deque()
         done = 0
         stopping = False
         while True:
@@ -166,7 +170,7 @@ class Engine:
                         t0 = time.perf_counter()
                         req = comm.Iallreduce(send, recv)
                         tel.t_comm += time.perf_counter() - t0
-                        inflight.append((vars_, req, recv, m, None))
+                        inflight.append((vars_, req, (send, recv), m, None))
                     else:
                         inflight.append((vars_, None, part, m, nxt))
             if not inflight:
@@ -174,16 +178,17 @@ class Engine:
                     break
                 continue
             if len(inflight) > self.depth or stopping:
-                vars_, req, recv, m, nxt = inflight.popleft()
+                vars_, req, bufs, m, nxt = inflight.popleft()
                 if req is not None:
                     t0 = time.perf_counter()
                     req.Wait()
+                    recv = bufs[1]
                     tel.t_comm += time.perf_counter() - t0
                     c = int(round(recv[m]))
                     nxt = recv[m + 1 : m + 1 + c].astype(np.int64)
                     summed = recv[:m]
                 else:
-                    summed = recv
+                    summed = bufs
                 t0 = time.perf_counter()
                 vals = app.pull(vars_, summed)
                 change = app.apply(vars_, vals)
