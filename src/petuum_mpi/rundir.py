@@ -28,7 +28,7 @@ import math
 import os
 import shutil
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -45,25 +45,19 @@ def _problem(e: OSError) -> str:
     return os_problem(e)
 
 
-def write_atomic(path: str, write: Callable[[str], None]) -> None:
-    """``write(tmp)`` then rename to ``path``; on failure remove ``tmp`` and raise one OutputError line."""
-    tmp = path + ".tmp"
+def write_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a fsynced ``.tmp`` file and a rename.
+
+    On failure the tmp file is removed, ``path`` keeps its previous content and
+    one OutputError line names the file and the reason.
+    """
+    from .bosen.snapshot import write_file_atomic
+
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        write_file_atomic(path, data)
     except OSError as e:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
         keep = " (the previous file is unchanged)" if os.path.exists(path) else ""
         raise OutputError(f"{path}: cannot write: {_problem(e)}{keep}") from None
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def choose_run_dir(job: Mapping[str, Any]) -> tuple[str, str | None]:
@@ -170,7 +164,7 @@ class RunDir:
         from .config import PATH_RULE, to_toml
 
         text = f"# the resolved job: every default filled in, every path absolute\n# ({PATH_RULE})\n" + to_toml(job)
-        write_atomic(os.path.join(self.path, "config.toml"), lambda tmp: _write_text(tmp, text))
+        write_atomic(os.path.join(self.path, "config.toml"), text.encode("utf-8"))
 
     def log_metrics(self, row: Mapping[str, Any]) -> None:
         """Append one metrics row; adds ``wall`` (seconds since the run started) if absent."""
@@ -196,25 +190,23 @@ class RunDir:
         if not self.active:
             return
         text = json.dumps(_jsonable(summary), indent=2) + "\n"
-        write_atomic(os.path.join(self.path, "summary.json"), lambda tmp: _write_text(tmp, text))
+        write_atomic(os.path.join(self.path, "summary.json"), text.encode("utf-8"))
 
     def save_model(self, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None = None) -> None:
         """Write ``model.h5`` (datasets = arrays, file attributes = attrs) atomically."""
         if not self.active:
             return
-        import h5py
+        from .bosen.snapshot import h5_bytes
 
-        def write(tmp: str) -> None:
-            with h5py.File(tmp, "w") as f:
-                for k, v in arrays.items():
-                    f.create_dataset(k, data=np.asarray(v))
-                for k, v in (attrs or {}).items():
-                    if v is None:
-                        continue
-                    f.attrs[k] = v if not isinstance(v, Mapping) else json.dumps(_jsonable(v))
-            _fsync(tmp)
+        def fill(f) -> None:
+            for k, v in arrays.items():
+                f.create_dataset(k, data=np.asarray(v))
+            for k, v in (attrs or {}).items():
+                if v is None:
+                    continue
+                f.attrs[k] = v if not isinstance(v, Mapping) else json.dumps(_jsonable(v))
 
-        write_atomic(os.path.join(self.path, "model.h5"), write)
+        write_atomic(os.path.join(self.path, "model.h5"), h5_bytes(fill))
 
     def close(self) -> None:
         err = None
@@ -227,18 +219,6 @@ class RunDir:
         self._metrics = self._log = None
         if err is not None:
             raise err
-
-
-def _fsync(path: str) -> None:
-    with open(path, "rb+") as fh:
-        os.fsync(fh.fileno())
-
-
-def _write_text(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def read_metrics(path: str) -> list[dict[str, Any]]:

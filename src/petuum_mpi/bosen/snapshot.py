@@ -65,45 +65,59 @@ def _remove(path: str) -> None:
         pass
 
 
-def _write_shard(path: str, ps, state) -> str:
-    """Write this rank's shard (tmp, fsync, rename); returns its sha256."""
+def h5_bytes(fill) -> bytes:
+    """An HDF5 file built in memory by ``fill(h5py.File)``, as bytes.
+
+    Files are built in memory and written with plain file I/O: HDF5 reports a
+    write error at close time (a full disk) only as an ignored exception, which
+    would leave a silently truncated file behind.
+    """
+    import io
+
     import h5py
 
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        fill(f)
+    return buf.getvalue()
+
+
+def write_file_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path + ".tmp"``, fsync, rename; on failure remove the tmp file and re-raise."""
     tmp = path + ".tmp"
     try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["clock"] = ps.clock_value
-            f.attrs["rank"] = ps.me
-            for t in ps._tables:
-                g = f.create_group("tables/" + t.name)
-                g.create_dataset("units", data=t.lay.owned_units(ps.me))
-                g.create_dataset("data", data=np.asarray(t.shard))
-            if state:
-                g = f.create_group("app")
-                for k, v in state.items():
-                    g.create_dataset(str(k), data=np.asarray(v))
-            f.flush()
-        with open(tmp, "rb+") as fh:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
             os.fsync(fh.fileno())
-        digest = sha256_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         _remove(tmp)
         raise
-    return digest
+
+
+def _write_shard(path: str, ps, state) -> str:
+    """Write this rank's shard (atomically); returns its sha256."""
+
+    def fill(f):
+        f.attrs["clock"] = ps.clock_value
+        f.attrs["rank"] = ps.me
+        for t in ps._tables:
+            g = f.create_group("tables/" + t.name)
+            g.create_dataset("units", data=t.lay.owned_units(ps.me))
+            g.create_dataset("data", data=np.asarray(t.shard))
+        if state:
+            g = f.create_group("app")
+            for k, v in state.items():
+                g.create_dataset(str(k), data=np.asarray(v))
+
+    data = h5_bytes(fill)
+    write_file_atomic(path, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def _write_manifest(d: str, man: dict) -> None:
-    tmp = os.path.join(d, MANIFEST + ".tmp")
-    try:
-        with open(tmp, "w") as fh:
-            json.dump(man, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, os.path.join(d, MANIFEST))
-    except BaseException:
-        _remove(tmp)
-        raise
+    write_file_atomic(os.path.join(d, MANIFEST), json.dumps(man, indent=1).encode())
     _fsync_dir(d)
 
 
