@@ -53,7 +53,7 @@ $(BUILD)/lda/manifest.json: data/docword.sample.txt data/vocab.sample.txt
 	$(CLI) data convert uci-bow data/docword.sample.txt data/vocab.sample.txt $(@D) --truth data/docword.sample.truth.h5 --shards 4 --overwrite
 
 demo: data
-	$(CLI) launch -n $(RANKS) jobs/lasso.toml --set run.name=demo-lasso --set run.output_dir=runs
+	$(CLI) launch -n $(RANKS) jobs/lasso.toml --set run.name=demo-lasso --set run.exists=overwrite
 	$(CLI) plot runs/demo-lasso
 	@echo "demo: results in runs/demo-lasso (summary.json, metrics.jsonl, model.h5), plot runs/demo-lasso/plots/convergence.png"
 

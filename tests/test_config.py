@@ -112,3 +112,56 @@ def test_load_job_same_on_every_rank(comm, shared_tmp):
     allmsgs = comm.allgather(msgs)
     assert all(m == allmsgs[0] and len(m) == 1 for m in allmsgs)
     assert "unknown app" in allmsgs[0][0]
+
+
+def test_non_utf8_job_file_names_the_byte(tmp_path):
+    bad = tmp_path / "x.toml"
+    bad.write_bytes(b'app = "lasso"\n# caf\xe9 latin-1\n')
+    with pytest.raises(ConfigError) as e:
+        C.resolve_job(str(bad))
+    assert str(e.value).startswith(f"{bad}: not UTF-8 text (byte 0xe9 at offset 19, line 2)")
+
+
+def test_relative_paths_follow_the_job_file_also_from_set(tmp_path, monkeypatch):
+    jobs = tmp_path / "jobs"
+    (tmp_path / "data").mkdir()
+    jobs.mkdir()
+    job = jobs / "j.toml"
+    job.write_text('app = "logreg"\n[data]\ntrain = "../data"\n[engine]\nsnapshot_dir = "ckpt"\n'
+                   '[run]\noutput_dir = "../out"\n')
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    out = C.resolve_job(str(job))
+    assert out["run"]["output_dir"] == str(tmp_path / "out")
+    assert out["engine"]["snapshot_dir"] == str(jobs / "ckpt")
+    out = C.resolve_job(str(job), ["run.output_dir=r2", "engine.snapshot_dir=/abs/ck"])
+    assert out["run"]["output_dir"] == str(jobs / "r2") and out["engine"]["snapshot_dir"] == "/abs/ck"
+    job.write_text('app = "logreg"\n[data]\ntrain = "../data"\n')
+    assert C.resolve_job(str(job))["run"]["output_dir"] == str(elsewhere / "runs")  # unset: ./runs
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("engine.keep_snapshots=-1", "[engine] keep_snapshots: must be >= 0"),
+        ('engine.keep_snapshots="3"', "[engine] keep_snapshots: expected an integer"),
+        ("engine.resume=true", "[engine] resume: needs snapshot_dir"),
+        ("engine.snapshot_every=5", "[engine] snapshot_every: needs snapshot_dir"),
+        ("run.exists=replace", "[run] exists: 'replace' is not one of 'error', 'new', 'overwrite'"),
+        ('run.name="a/b"', "[run] name: 'a/b' is not a folder name"),
+    ],
+)
+def test_run_and_snapshot_keys_are_validated(tmp_path, override, needle):
+    job = tmp_path / "j.toml"
+    job.write_text('app = "logreg"\n[data]\ntrain = "."\n')
+    with pytest.raises(ConfigError) as e:
+        C.resolve_job(str(job), [override])
+    assert needle in str(e.value)
+    ok = C.resolve_job(str(job), ["engine.keep_snapshots=0", "engine.snapshot_dir='c'", "engine.resume=true"])
+    assert ok["engine"]["keep_snapshots"] == 0 and ok["run"]["exists"] == "error"
+
+
+def test_set_value_not_utf8():
+    with pytest.raises(ConfigError, match="--set run.name: the value is not UTF-8"):
+        C.parse_override("run.name=caf\udce9")

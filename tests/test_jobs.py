@@ -128,3 +128,83 @@ def test_bad_input_fails_fast_with_one_message(regression, tmp_path, case, needl
     errors = [line for line in p.stderr.splitlines() if line.startswith("petuum-mpi: error")]
     assert len(errors) == 1, p.stderr
     assert "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("n", [2, 4])
+@pytest.mark.parametrize("resume", [False, True])
+def test_non_utf8_job_file_is_one_line(tmp_path, n, resume):
+    job = tmp_path / "x.toml"
+    job.write_bytes(b'app = "lasso"\n\xff\n')
+    p, dt = run_cli(n, "run", str(job), *(["--resume"] if resume else []), timeout=60)
+    assert p.returncode != 0
+    errors = [line for line in p.stderr.splitlines() if line.startswith("petuum-mpi: error")]
+    assert errors == [f"petuum-mpi: error: {job}: not UTF-8 text (byte 0xff at offset 14, line 2); "
+                      "save the job file as UTF-8"], p.stderr
+    assert "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("n", [2])
+def test_same_run_name_twice(regression, tmp_path, n):
+    data, X, y = regression
+    args = _job_args(data, tmp_path, "--set", "model.max_iter=5")
+    p, _ = run_cli(n, *args)
+    assert p.returncode == 0, p.stderr
+    (tmp_path / "t" / "topics.txt").write_text("another app's file\n")
+    before = (tmp_path / "t" / "summary.json").read_text()
+    p, dt = run_cli(n, *args, timeout=60)  # refused: names the folder and the ways out
+    assert p.returncode != 0 and dt < 30
+    errors = [line for line in p.stderr.splitlines() if line.startswith("petuum-mpi: error")]
+    assert len(errors) == 1 and f"{tmp_path / 't'} already exists" in errors[0], p.stderr
+    assert "run.exists=new" in errors[0] and (tmp_path / "t" / "summary.json").read_text() == before
+    p, _ = run_cli(n, *args, "--set", "run.exists=new")
+    assert p.returncode == 0, p.stderr
+    assert f"this run goes to {tmp_path / 't-2'}" in p.stdout and (tmp_path / "t-2" / "model.h5").exists()
+    p, _ = run_cli(n, *args, "--set", "run.exists=overwrite")
+    assert p.returncode == 0, p.stderr
+    assert f"replaced the previous run in {tmp_path / 't'}" in p.stdout
+    assert not (tmp_path / "t" / "topics.txt").exists() and (tmp_path / "t" / "model.h5").exists()
+
+
+@pytest.fixture(scope="module")
+def ratings(tmp_path_factory):
+    from petuum_mpi.data import write_ratings
+
+    rng = np.random.default_rng(1)
+    n = 3000
+    u, i = rng.integers(0, 200, n), rng.integers(0, 150, n)
+    v = (rng.standard_normal(200)[u] * rng.standard_normal(150)[i] + 3).astype(np.float32)
+    path = str(tmp_path_factory.mktemp("data") / "ratings")
+    write_ratings(path, u, i, v, 200, 150, n_shards=2)
+    return path
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_resume_skips_a_corrupt_snapshot_and_prunes(ratings, tmp_path, n):
+    job = tmp_path / "mf.toml"
+    job.write_text(f'app = "mf"\n[data]\ntrain = "{ratings}"\n[model]\nn_components = 3\nmax_iter = 6\n'
+                   '[engine]\nconsistency = "bsp"\nstaleness = 0\nsnapshot_every = 1\nsnapshot_dir = "ckpt"\n'
+                   'keep_snapshots = 2\n[run]\noutput_dir = "runs"\nname = "m"\nprogress = "off"\n')
+    ck = tmp_path / "ckpt"  # relative to the job file
+    p, _ = run_cli(n, "run", str(job), "--resume")  # nothing to resume from yet: says so, starts fresh
+    assert p.returncode == 0, p.stderr
+    assert f"petuum-mpi: warning: resume: no snapshot in {ck} yet: starting from scratch" in p.stderr
+    assert sorted(os.listdir(ck)) == ["ckpt-00000005", "ckpt-00000006"]  # keep_snapshots = 2
+    shard = ck / "ckpt-00000006" / f"shard-{n - 1:05d}.h5"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    p, _ = run_cli(n, "run", str(job), "--resume", "--set", "model.max_iter=8")
+    assert p.returncode == 0, p.stderr
+    warn = [line for line in p.stderr.splitlines() if "warning" in line]
+    assert len(warn) == 1 and f"resuming from {ck / 'ckpt-00000005'}, not from the newer {ck / 'ckpt-00000006'}" \
+        in warn[0] and "checksum mismatch" in warn[0], p.stderr
+    assert json.loads((tmp_path / "runs" / "m" / "summary.json").read_text())["n_iter"] == 8
+    # every snapshot corrupt: one error line
+    for d in os.listdir(ck):
+        s = ck / d / "shard-00000.h5"
+        s.write_bytes(s.read_bytes()[:-10])
+    p, dt = run_cli(n, "run", str(job), "--resume", timeout=60)
+    assert p.returncode != 0 and dt < 30
+    errors = [line for line in p.stderr.splitlines() if line.startswith("petuum-mpi: error")]
+    assert len(errors) == 1 and f"no intact snapshot in {ck}" in errors[0], p.stderr
+    assert "Traceback" not in p.stderr

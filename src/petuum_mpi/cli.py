@@ -48,8 +48,10 @@ def run_job_file(path: str, overrides=(), comm=None) -> dict:
 
     comm = get_comm(comm)
     job = load_job(path, overrides, comm=comm)
+    rundir = RunDir.create(job, comm=comm)  # a clash with a previous run fails here, before any work
+    if rundir.note:
+        rprint(f"petuum-mpi: {rundir.note}", comm=comm)
     app = app_module(job["app"])
-    rundir = RunDir.create(job, comm=comm)
     rundir.write_config(job)
     rundir.log(f"job {job['job_file']} app={job['app']} ranks={comm.size}")
     rprint(f"petuum-mpi: {job['app']} on {comm.size} rank(s); run directory {rundir.path}", comm=comm)
@@ -81,11 +83,15 @@ def cmd_run(args) -> int:
     if args.resume:
         from .apps import app_schema
         from .config import read_toml
+        from .errors import collective
 
-        app = read_toml(args.job).get("app")
-        engine = app_schema(app).get("engine") if isinstance(app, str) else None
+        try:  # every rank reads the same file: an error here is the same on every rank
+            app = read_toml(args.job).get("app")
+            engine = app_schema(app).get("engine") if isinstance(app, str) else None
+        except PetuumError as e:
+            raise collective(e) from None
         if engine is None or "resume" not in engine.fields:
-            raise PetuumError(f"--resume: app {app!r} keeps no snapshots to resume from")
+            raise collective(PetuumError(f"--resume: app {app!r} keeps no snapshots to resume from"))
         overrides.append("engine.resume=true")
     run_job_file(args.job, overrides)
     return 0

@@ -37,9 +37,9 @@ class Field:
     """One key of a job section.
 
     ``type`` is one of ``bool, int, float, str, list``; ints are accepted where
-    floats are expected. ``path`` = "file" | "dir" | "exists" checks the path
-    (relative paths are resolved against the job file's folder). ``nullable``
-    allows the TOML-less value ``None`` (key absent -> default None).
+    floats are expected. ``path`` = "file" | "dir" | "exists" checks the path,
+    "out" (an output folder) only resolves it: relative paths are resolved
+    against the job file's folder (also when they come from ``--set``).
     """
 
     type: type
@@ -70,6 +70,14 @@ class Section:
     help: str = ""
     # sub-tables allowed inside this section (e.g. [engine.straggler])
     subsections: dict[str, "Section"] = field(default_factory=dict)
+    # a check across keys of the validated section: returns "key: problem" or None
+    check: Callable[[dict], str | None] | None = None
+
+
+def _check_name(v: str) -> str | None:
+    if not v or v in (".", "..") or "/" in v or os.sep in v:
+        return f"{v!r} is not a folder name"
+    return None
 
 
 COMMON_SCHEMA: dict[str, Section] = {
@@ -82,8 +90,15 @@ COMMON_SCHEMA: dict[str, Section] = {
     ),
     "run": Section(
         {
-            "output_dir": Field(str, default="runs", help="parent folder of run directories"),
-            "name": Field(str, default=None, help="run directory name (default: app-timestamp)"),
+            "output_dir": Field(
+                str, default=None, path="out",
+                help="parent folder of run directories (default: runs/ in the working directory)",
+            ),
+            "name": Field(str, default=None, help="run directory name (default: app-timestamp)", check=_check_name),
+            "exists": Field(
+                str, default="error", choices=("error", "new", "overwrite"),
+                help="when output_dir/name exists: stop, write to name-2, name-3..., or replace it",
+            ),
             "seed": Field(int, default=0, min=0, help="random seed"),
             "progress": Field(
                 str, default="auto", choices=("auto", "bar", "lines", "off"), help="progress display on rank 0"
@@ -93,6 +108,9 @@ COMMON_SCHEMA: dict[str, Section] = {
         help="where results go and how progress is shown",
     ),
 }
+
+DEFAULT_OUTPUT_DIR = "runs"  # [run] output_dir when unset: relative to the working directory
+PATH_RULE = "relative paths in the job file and in --set values are relative to the job file's folder"
 
 TOP_LEVEL = {"app": Field(str, help="which app runs the job")}
 
@@ -173,7 +191,17 @@ def _validate_section(name: str, sec: Section, raw: Mapping[str, Any], base_dir:
     for k, s in sec.subsections.items():
         if k not in out:
             out[k] = _validate_section(f"{name}.{k}", s, {}, base_dir)
+    if sec.check is not None:
+        msg = sec.check(out)
+        if msg:
+            raise ConfigError(f"[{name}] {msg}")
     return out
+
+
+def _all_checks(checks):
+    if len(checks) <= 1:
+        return checks[0] if checks else None
+    return lambda sec: next((m for m in (c(sec) for c in checks) if m), None)
 
 
 def merge_schemas(*schemas: Mapping[str, Section]) -> dict[str, Section]:
@@ -186,9 +214,10 @@ def merge_schemas(*schemas: Mapping[str, Section]) -> dict[str, Section]:
                 fields.update(sec.fields)
                 subs = dict(merged[name].subsections)
                 subs.update(sec.subsections)
-                merged[name] = Section(fields, merged[name].help or sec.help, subs)
+                checks = [c for c in (merged[name].check, sec.check) if c is not None]
+                merged[name] = Section(fields, merged[name].help or sec.help, subs, _all_checks(checks))
             else:
-                merged[name] = Section(dict(sec.fields), sec.help, dict(sec.subsections))
+                merged[name] = Section(dict(sec.fields), sec.help, dict(sec.subsections), sec.check)
     return merged
 
 
@@ -215,6 +244,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not path:
         raise ConfigError(f"--set {text!r}: empty key")
     try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"--set {key.strip()}: the value is not UTF-8 text") from None
+    try:
         parsed = tomllib.loads(f"v = {value.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         parsed = value.strip()  # a bare word is taken as a string
@@ -237,13 +270,23 @@ def apply_overrides(raw: dict, overrides: Sequence[str]) -> dict:
 def read_toml(path: str) -> dict:
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            data = fh.read()
+        text = data.decode("utf-8")
+        return tomllib.loads(text)
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}, line {line}); "
+            "save the job file as UTF-8"
+        ) from None
     except FileNotFoundError:
         raise ConfigError(f"job file not found: {path}") from None
     except IsADirectoryError:
         raise ConfigError(f"job file is a folder: {path}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the job file: {e.strerror or e}") from None
 
 
 def resolve_job(path: str, overrides: Sequence[str] = ()) -> dict:
@@ -261,6 +304,8 @@ def resolve_job(path: str, overrides: Sequence[str] = ()) -> dict:
         job = validate(raw, schema, base_dir=os.path.dirname(os.path.abspath(path)))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+    if job["run"]["output_dir"] is None:
+        job["run"]["output_dir"] = os.path.abspath(DEFAULT_OUTPUT_DIR)
     job["job_file"] = os.path.abspath(path)
     return job
 

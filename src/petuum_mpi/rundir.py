@@ -12,6 +12,13 @@
 
 Only rank 0 writes; on the other ranks every method is a no-op, so apps can
 call them unconditionally.
+
+A run directory that already exists is never silently reused: ``[run] exists``
+= "error" (default: stop, naming the folder), "new" (write to ``name-2``,
+``name-3``...) or "overwrite" (delete the previous run first). A resumed run
+(``[engine] resume``) continues its own directory. Files are written to a
+temporary name and renamed, so a failed write (disk full) leaves the previous
+file intact, no ``*.tmp`` behind, and raises one :class:`OutputError` line.
 """
 
 from __future__ import annotations
@@ -19,12 +26,75 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import ConfigError, collective
+from .errors import ConfigError, PetuumError, collective
+
+
+class OutputError(PetuumError):
+    """A result file could not be written (disk full, permissions...)."""
+
+
+def _problem(e: OSError) -> str:
+    from .bosen.snapshot import os_problem
+
+    return os_problem(e)
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a fsynced ``.tmp`` file and a rename.
+
+    On failure the tmp file is removed, ``path`` keeps its previous content and
+    one OutputError line names the file and the reason.
+    """
+    from .bosen.snapshot import write_file_atomic
+
+    try:
+        write_file_atomic(path, data)
+    except OSError as e:
+        keep = " (the previous file is unchanged)" if os.path.exists(path) else ""
+        raise OutputError(f"{path}: cannot write: {_problem(e)}{keep}") from None
+
+
+def choose_run_dir(job: Mapping[str, Any]) -> tuple[str, str | None]:
+    """``(path, note)`` of the run directory for ``job`` (rank 0; see the module doc).
+
+    ``note`` says what was done about an existing directory (None if nothing).
+    Raises ConfigError if the directory exists and ``[run] exists = "error"``.
+    """
+    from .config import DEFAULT_OUTPUT_DIR
+
+    run = job["run"]
+    resume = bool((job.get("engine") or {}).get("resume", False))
+    auto = not run.get("name")
+    name = run.get("name") or f"{job['app']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path = os.path.join(os.path.abspath(run.get("output_dir") or DEFAULT_OUTPUT_DIR), name)
+    mode = run.get("exists", "error")
+    if resume or not os.path.lexists(path) or (os.path.isdir(path) and not os.listdir(path)):
+        return path, None
+    if auto or mode == "new":
+        k = 2
+        while os.path.lexists(f"{path}-{k}"):
+            k += 1
+        why = "" if auto else ' ([run] exists = "new")'
+        return f"{path}-{k}", f"{path} already exists: this run goes to {path}-{k}{why}"
+    if mode == "overwrite":
+        if not os.path.isfile(os.path.join(path, "config.toml")):
+            raise ConfigError(f'[run] exists = "overwrite": {path} is not a run directory (no config.toml): '
+                              "not deleting it; choose another [run] name")
+        try:
+            shutil.rmtree(path)
+        except OSError as e:
+            raise ConfigError(f"[run] output_dir: cannot replace the previous run {path}: {_problem(e)}") from None
+        return path, f'replaced the previous run in {path} ([run] exists = "overwrite")'
+    raise ConfigError(
+        f"[run] name: {path} already exists (a previous run); choose another name (--set run.name=NAME), "
+        'or --set run.exists=new (write to a new folder name-2...) or --set run.exists=overwrite (replace it)'
+    )
 
 
 def _jsonable(v: Any) -> Any:
@@ -52,11 +122,12 @@ class RunDir:
         self.active = self.comm.rank == 0 and path is not None
         self.path = path
         self.t0 = time.perf_counter()
+        self.note = None  # what create() did about an existing directory
         self._metrics = None
         self._log = None
         if self.active:
             os.makedirs(path, exist_ok=True)
-            # a resumed run continues its metrics; a new run with the same name replaces them
+            # a resumed run continues its metrics (create() never reuses another run's directory)
             self._metrics = open(os.path.join(path, "metrics.jsonl"), "a" if append else "w", buffering=1)
             self._log = open(os.path.join(path, "log.txt"), "a", buffering=1)
 
@@ -66,35 +137,34 @@ class RunDir:
         from .runtime import get_comm
 
         comm = get_comm(comm)
-        err, path = None, None
+        err, path, note = None, None, None
         if comm.rank == 0:
-            run = job["run"]
-            name = run.get("name") or f"{job['app']}-{time.strftime('%Y%m%d-%H%M%S')}"
-            out = run["output_dir"]
-            if not os.path.isabs(out):
-                out = os.path.abspath(out)
-            path = os.path.join(out, name)
             try:
+                path, note = choose_run_dir(job)
                 os.makedirs(path, exist_ok=True)
                 probe = os.path.join(path, ".write-test")
                 with open(probe, "w") as fh:
                     fh.write("ok")
                 os.remove(probe)
+            except ConfigError as e:
+                err = str(e)
             except OSError as e:
                 err = f"[run] output_dir: cannot write the run directory {path}: {e.strerror or e}"
-        path, err = comm.bcast((path, err), root=0)
+        path, note, err = comm.bcast((path, note, err), root=0)
         if err:
             raise collective(ConfigError(err))
-        return cls(path, comm, append=bool(job.get("engine", {}).get("resume", False)))
+        rd = cls(path, comm, append=bool((job.get("engine") or {}).get("resume", False)))
+        rd.note = note
+        return rd
 
     # -- writing -------------------------------------------------------
     def write_config(self, job: Mapping[str, Any]) -> None:
         if not self.active:
             return
-        from .config import to_toml
+        from .config import PATH_RULE, to_toml
 
-        with open(os.path.join(self.path, "config.toml"), "w") as fh:
-            fh.write(to_toml(job))
+        text = f"# the resolved job: every default filled in, every path absolute\n# ({PATH_RULE})\n" + to_toml(job)
+        write_atomic(os.path.join(self.path, "config.toml"), text.encode("utf-8"))
 
     def log_metrics(self, row: Mapping[str, Any]) -> None:
         """Append one metrics row; adds ``wall`` (seconds since the run started) if absent."""
@@ -102,42 +172,53 @@ class RunDir:
             return
         row = dict(row)
         row.setdefault("wall", time.perf_counter() - self.t0)
-        self._metrics.write(json.dumps(_jsonable(row)) + "\n")
+        self._append(self._metrics, json.dumps(_jsonable(row)) + "\n")
 
     def log(self, msg: str) -> None:
         if not self.active:
             return
-        self._log.write(f"{time.strftime('%H:%M:%S')} {msg}\n")
+        self._append(self._log, f"{time.strftime('%H:%M:%S')} {msg}\n")
+
+    @staticmethod
+    def _append(fh, line: str) -> None:
+        try:
+            fh.write(line)
+        except OSError as e:
+            raise OutputError(f"{fh.name}: cannot write: {_problem(e)}") from None
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         if not self.active:
             return
-        with open(os.path.join(self.path, "summary.json"), "w") as fh:
-            json.dump(_jsonable(summary), fh, indent=2)
-            fh.write("\n")
+        text = json.dumps(_jsonable(summary), indent=2) + "\n"
+        write_atomic(os.path.join(self.path, "summary.json"), text.encode("utf-8"))
 
     def save_model(self, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None = None) -> None:
         """Write ``model.h5`` (datasets = arrays, file attributes = attrs) atomically."""
         if not self.active:
             return
-        import h5py
+        from .bosen.snapshot import h5_bytes
 
-        final = os.path.join(self.path, "model.h5")
-        tmp = final + ".tmp"
-        with h5py.File(tmp, "w") as f:
+        def fill(f) -> None:
             for k, v in arrays.items():
                 f.create_dataset(k, data=np.asarray(v))
             for k, v in (attrs or {}).items():
                 if v is None:
                     continue
                 f.attrs[k] = v if not isinstance(v, Mapping) else json.dumps(_jsonable(v))
-        os.replace(tmp, final)
+
+        write_atomic(os.path.join(self.path, "model.h5"), h5_bytes(fill))
 
     def close(self) -> None:
+        err = None
         for fh in (self._metrics, self._log):
             if fh is not None:
-                fh.close()
+                try:
+                    fh.close()
+                except OSError as e:
+                    err = err or OutputError(f"{fh.name}: cannot write: {_problem(e)}")
         self._metrics = self._log = None
+        if err is not None:
+            raise err
 
 
 def read_metrics(path: str) -> list[dict[str, Any]]:

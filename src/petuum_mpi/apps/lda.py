@@ -37,6 +37,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..bosen import ENGINE_SCHEMA, ParameterServer, TableSpec
+from ..bosen.snapshot import DEFAULT_KEEP
 from ..config import Field, Section
 from ..errors import ConfigError, DataError, UsageError
 from ..runtime import compile_once, get_comm
@@ -394,6 +395,7 @@ class LDA:
         cpi = int(self.clocks_per_iter) or (1 if comm.size == 1 else 4)
         self.clocks_per_iter_ = cpi
         ps = ParameterServer.from_config(engine, tables, comm)
+        ps.keep_snapshots = engine.get("keep_snapshots", DEFAULT_KEEP)  # [engine] keep_snapshots
         try:
             start_iter = 0
             resumed = ps.resume() if engine.get("resume") else None

@@ -289,6 +289,7 @@ class LogisticRegression:
             Called on every rank with each evaluation row (iter, epoch, objective, ...).
         """
         from ..bosen import ENGINE_SCHEMA, ParameterServer, TableSpec
+        from ..bosen.snapshot import DEFAULT_KEEP
         from ..config import _validate_section
 
         self._validate()
@@ -349,6 +350,7 @@ class LogisticRegression:
             tables += [TableSpec("G", nb, B * C, "float64", init=_ADAGRAD_INIT),
                        TableSpec("Gb", 1, C, "float64", init=_ADAGRAD_INIT)]
         ps = ParameterServer.from_config(engine, tables, comm)
+        ps.keep_snapshots = engine.get("keep_snapshots", DEFAULT_KEEP)  # [engine] keep_snapshots
         try:
             train = self._train_svrg if lr == "svrg" else self._train
             train(ps, Xl, yl, te, C, B, nb, D, dense, seed, engine, on_clock)

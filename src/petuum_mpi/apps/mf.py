@@ -219,6 +219,7 @@ class MatrixFactorization:
         on_clock : callable(dict), optional, called on every rank with each metrics row
         """
         from ..bosen import ENGINE_SCHEMA, ParameterServer, TableSpec
+        from ..bosen.snapshot import DEFAULT_KEEP
         from ..config import _validate_section
 
         self._validate()
@@ -246,6 +247,7 @@ class MatrixFactorization:
         warm_once(_warmup, comm)
         tables = [TableSpec("V", ni, max(Kc, 1), dt.name, init=V0 if Kc else 0), TableSpec("c", 1, ni, dt.name)]
         ps = ParameterServer.from_config(engine, tables, comm)
+        ps.keep_snapshots = engine.get("keep_snapshots", DEFAULT_KEEP)  # [engine] keep_snapshots
         try:
             self._train(ps, u, i, v, te, lo, hi, nu, ni, Kc, dt, seed, engine, on_clock)
         except BaseException:
