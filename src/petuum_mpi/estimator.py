@@ -270,6 +270,36 @@ def local_rows(X, y=None, comm=None, layout: str = "csr", est=None, reset: bool 
     return Xl, (None if ya is None else ya[lo:hi]), lo, Xa.shape[0]
 
 
+def local_columns(X, y=None, comm=None, est=None, ones: float | None = None):
+    """All rows, this rank's contiguous block of columns: ``(X_block CSR, y, col_start, n_cols)``.
+
+    For apps whose variables are the *samples* (dual coordinate descent): a sample's
+    inner product with a feature-partitioned weight vector is a sum of per-rank
+    partials. ``ones`` appends a constant column (an intercept feature, as
+    liblinear's ``intercept_scaling``). A dataset folder is read whole on every rank.
+    """
+    import scipy.sparse as sp
+
+    from .data import partition_rows, read_matrix
+    from .runtime import get_comm
+
+    comm = get_comm(comm)
+    if _is_path(X):
+        from mpi4py import MPI
+
+        part = read_matrix(str(X), MPI.COMM_SELF, layout="csr")
+        Xa, ya = part.X, part.y
+        if est is not None:
+            est.n_features_in_ = part.n_cols
+    else:
+        Xa, ya = _validated(X, y, est, True, "csr")
+    Xa = sp.csr_matrix(Xa)
+    if ones is not None:
+        Xa = sp.hstack([Xa, np.full((Xa.shape[0], 1), float(ones))], format="csr")
+    lo, hi = partition_rows(Xa.shape[1], comm.size)[comm.rank]
+    return sp.csr_matrix(Xa[:, lo:hi]), ya, lo, Xa.shape[1]
+
+
 def _validated(X, y, est, reset, layout):
     from sklearn.utils.validation import check_array, check_X_y
 

@@ -127,12 +127,11 @@ class Sweeper:
                 self.shrink()
                 self.rejected += 1
                 continue
-            gap = new.get("gap", 0.0)
-            stall = stall + 1 if gap > 0.9 * best else 0
-            if stall >= 10 and not self.exact:
-                self.shrink()
-                stall = 0
-            best = min(best, gap)
+            stall += 1  # less than 10 % gap progress over 10 sweeps: smaller rounds
+            if stall == 10:
+                if new.get("gap", 0.0) > 0.9 * best and not self.exact:
+                    self.shrink()
+                best, stall = new.get("gap", 0.0), 0
             row = new
             row.update(iter=n, round_size=int(self.sched.round_size))
             record(row)
