@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.linear_model._base import LinearClassifierMixin
 
 from petuum_mpi.drivers import ModelParallelEstimator
-from petuum_mpi.estimator import InputError, Param, local_columns
+from petuum_mpi.estimator import Param, binary_labels, local_columns
 
 
 @numba.njit(cache=True)
@@ -69,11 +69,10 @@ class LinearSVM(LinearClassifierMixin, ModelParallelEstimator):
     warmup = warmup
 
     def load(self, r, X, y):
-        Xb, yv, r.lo, _ = local_columns(X, y, r.comm, self, ones=1.0 if self.fit_intercept else None)
-        self.classes_ = np.unique(yv)
-        if len(self.classes_) != 2:
-            raise InputError(f"LinearSVM: y needs exactly 2 classes, got {len(self.classes_)} class(es)")
-        r.X, r.y = Xb, np.where(yv == self.classes_[1], 1.0, -1.0)
+        if y is None and not isinstance(X, str):
+            binary_labels(None, self)  # raises: y is required with arrays
+        r.X, yv, r.lo, _ = local_columns(X, y, r.comm, self, ones=1.0 if self.fit_intercept else None)
+        r.y = binary_labels(yv, self)
 
     def setup(self, r):
         n = r.X.shape[0]
@@ -124,4 +123,5 @@ class LinearSVM(LinearClassifierMixin, ModelParallelEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_class = False
+        tags.input_tags.sparse = True
         return tags

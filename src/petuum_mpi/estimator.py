@@ -37,7 +37,7 @@ from sklearn.base import BaseEstimator
 from .errors import ConfigError, DataError
 from .params import check_param
 
-__all__ = ["Param", "Estimator", "METRICS", "InputError", "job_app", "local_rows"]
+__all__ = ["Param", "Estimator", "METRICS", "InputError", "job_app", "local_rows", "local_columns", "binary_labels"]
 
 # ----------------------------------------------------------------------------- metric vocabulary
 #: the names every app uses in its metrics rows (plots and summaries rely on them)
@@ -298,6 +298,26 @@ def local_columns(X, y=None, comm=None, est=None, ones: float | None = None):
         Xa = sp.hstack([Xa, np.full((Xa.shape[0], 1), float(ones))], format="csr")
     lo, hi = partition_rows(Xa.shape[1], comm.size)[comm.rank]
     return sp.csr_matrix(Xa[:, lo:hi]), ya, lo, Xa.shape[1]
+
+
+def binary_labels(y, est):
+    """``y`` -> +-1 labels; sets ``est.classes_``. Errors read as scikit-learn's (InputError)."""
+    from sklearn.utils.multiclass import check_classification_targets, type_of_target
+
+    if y is None:
+        raise InputError(f"{type(est).__name__} requires y to be passed, but the target y is None")
+    try:
+        check_classification_targets(y)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    kind = type_of_target(y)
+    if kind != "binary":
+        raise InputError(f"Only binary classification is supported. The type of the target is {kind}.")
+    est.classes_ = np.unique(y)
+    if est.classes_.size < 2:
+        raise InputError(f"{type(est).__name__} needs samples of 2 classes, but the data contain only one class: "
+                         f"{est.classes_[0]!r}")
+    return np.where(np.asarray(y) == est.classes_[1], 1.0, -1.0)
 
 
 def _validated(X, y, est, reset, layout):
