@@ -68,7 +68,7 @@ class LinearSVM(LinearClassifierMixin, ModelParallelEstimator):
     monitor = "dual"
     warmup = warmup
 
-    def load(self, r, X, y):
+    def read(self, r, X, y):
         if y is None and not isinstance(X, str):
             binary_labels(None, self)  # raises: y is required with arrays
         r.X, yv, r.lo, _ = local_columns(X, y, r.comm, self, ones=1.0 if self.fit_intercept else None)

@@ -9,7 +9,7 @@ An app derives from :class:`DataParallelEstimator` and supplies
 ``metrics(r)``     this rank's figures as *sums* (dict); the driver adds them up
 ``finish(r)``      the fitted attributes (after a final barrier: reads are exact)
 
-and optionally ``load(r, X, y)`` / ``load_test(r, test)`` (default: a block of
+and optionally ``read(r, X, y)`` / ``read_test(r, test)`` (default: a block of
 rows), ``report(r, sums)`` (sums -> metrics row), ``converged(r, prev, row)``
 (default: relative ``objective`` decrease below ``tol``), ``state(r)`` /
 ``restore(r, state)`` (snapshots) and a module-level ``warmup`` for Numba kernels.
@@ -112,7 +112,7 @@ class DataParallelEstimator(Estimator):
         "resume": Param(False, bool, doc="continue from the last snapshot in snapshot_dir", section=ENGINE),
         "engine_options": Param(None, None, doc="other [engine] keys (straggler, mailbox_mb)", job=False),
     }
-    #: layout of the local rows given to the app by the default ``load``
+    #: layout of the local rows given to the app by the default ``read``
     layout = "csr"
     #: table whose staleness figures go into metrics rows (default: the first)
     figures_table: str | None = None
@@ -128,10 +128,10 @@ class DataParallelEstimator(Estimator):
         return int(self.max_iter) * int(self.clocks_per_epoch)
 
     # -- default hooks --------------------------------------------------------------
-    def load(self, r, X, y):
+    def read(self, r, X, y):
         r.X, r.y, r.row_start, r.n_rows = local_rows(X, y, r.comm, self.layout, est=self)
 
-    def load_test(self, r, test):
+    def read_test(self, r, test):
         X, y = (test, None) if isinstance(test, str) else test
         r.X_test, r.y_test, _, r.n_test = local_rows(X, y, r.comm, self.layout, est=self, reset=False)
 
@@ -161,9 +161,9 @@ class DataParallelEstimator(Estimator):
         comm = get_comm(p.comm)
         r = Run(p=p, comm=comm, rank=comm.rank, size=comm.size, ps=None, clock=0, epoch=0, fresh=True,
                 seed=p.random_state)
-        self.load(r, X, y)
+        self.read(r, X, y)
         if test is not None:
-            self.load_test(r, test)
+            self.read_test(r, test)
         r.has_test = test is not None
         if type(self).warmup is not None:
             warm_once(type(self).warmup, comm)

@@ -2,7 +2,7 @@
 
 An app derives from :class:`ModelParallelEstimator` and supplies
 
-``setup(r) -> n_vars``            local state after ``load``; may set ``r.costs`` (per-variable work)
+``setup(r) -> n_vars``            local state after ``read``; may set ``r.costs`` (per-variable work)
 ``push(r, vars) -> partials``     this rank's partial sums, ``partial_width * len(vars)`` floats
 ``pull(r, vars, summed) -> values`` new values from the global sums (deterministic: same on every rank)
 ``apply(r, vars, values) -> |change|``  update local state
@@ -11,7 +11,7 @@ An app derives from :class:`ModelParallelEstimator` and supplies
 
 and optionally ``solo(r, vars)`` (one rank: the variables updated one after the
 other in one kernel call; the default loops push/pull/apply per variable),
-``converged(r, row)`` (default ``row["gap"] <= tol``), ``load(r, X, y)``
+``converged(r, row)`` (default ``row["gap"] <= tol``), ``read(r, X, y)``
 (default: a block of rows), ``state(r)`` / ``restore(r, state)`` (undo; default:
 copies of the arrays named in ``undo_state``) and a module-level ``warmup``.
 
@@ -169,7 +169,7 @@ class ModelParallelEstimator(Estimator):
     def progress_total(self) -> int:
         return int(self.max_iter)
 
-    def load(self, r, X, y):
+    def read(self, r, X, y):
         r.X, r.y, r.row_start, r.n_rows = local_rows(X, y, r.comm, self.layout, est=self)
 
     def converged(self, r, row) -> bool:
@@ -187,7 +187,7 @@ class ModelParallelEstimator(Estimator):
         p = self._check_params()
         comm = get_comm(p.comm)
         r = Run(p=p, comm=comm, rank=comm.rank, size=comm.size, seed=p.random_state, costs=None)
-        self.load(r, X, y)
+        self.read(r, X, y)
         if type(self).warmup is not None:
             warm_once(type(self).warmup, comm)
         n_vars = int(self.setup(r))
