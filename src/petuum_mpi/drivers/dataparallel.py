@@ -9,7 +9,8 @@ An app derives from :class:`DataParallelEstimator` and supplies
 ``metrics(r)``     this rank's figures as *sums* (dict); the driver adds them up
 ``finish(r)``      the fitted attributes (after a final barrier: reads are exact)
 
-and optionally ``read(r, X, y)`` / ``read_test(r, test)`` (default: a block of
+and optionally ``flush(r)`` (last incs before the final barrier, e.g. lazy updates),
+``read(r, X, y)`` / ``read_test(r, test)`` (default: a block of
 rows), ``report(r, sums)`` (sums -> metrics row), ``converged(r, prev, row)``
 (default: relative ``objective`` decrease below ``tol``), ``state(r)`` /
 ``restore(r, state)`` (snapshots) and a module-level ``warmup`` for Numba kernels.
@@ -146,6 +147,9 @@ class DataParallelEstimator(Estimator):
         return tol is not None and prev is not None and prev["objective"] - row["objective"] <= tol * abs(
             row["objective"])
 
+    def flush(self, r) -> None:
+        pass
+
     def state(self, r) -> dict:
         return {}
 
@@ -220,6 +224,7 @@ class DataParallelEstimator(Estimator):
                     prev = row
                     if stopped:
                         break
+            self.flush(r)
             ps.barrier()  # every update of every worker applied
             r.clock = min(clk + 1, total) if total > clk0 else clk0
             self.n_iter_ = int(r.clock)
