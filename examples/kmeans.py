@@ -115,9 +115,6 @@ class KMeans(ClusterMixin, TransformerMixin, DataParallelEstimator):
     def predict(self, X):
         return self.transform(X).argmin(axis=1)
 
-    def score(self, X, y=None):
-        return -float((self.transform(X).min(axis=1) ** 2).sum())
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = False

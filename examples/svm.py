@@ -5,8 +5,7 @@ is a penalised constant feature, as liblinear). The scheduled variables are the 
 coefficients ``alpha_i``, one per *sample*, so each rank holds every sample but only a
 block of the *features* (and of ``w``): ``push`` gives this rank's part of ``w.x_i``,
 ``pull`` turns the summed margin into the new ``alpha_i`` (a clipped Newton step, the
-same on every rank), ``apply`` moves the local block of ``w``. One number per variable
-crosses the network per round.
+same on every rank), ``apply`` moves the local block of ``w``.
 
     mpiexec -n 2 python -m petuum_mpi run examples/svm.toml
 """
@@ -112,13 +111,10 @@ class LinearSVM(LinearClassifierMixin, ModelParallelEstimator):
                 "support": int(np.count_nonzero(r.alpha))}
 
     def finish(self, r):
-        w = r.allreduce(np.concatenate([np.zeros(r.lo), r.w, np.zeros(self._n_cols(r) - r.lo - r.w.size)]))
-        self.coef_ = w[None, :self.n_features_in_]
-        self.intercept_ = w[self.n_features_in_:] if self.fit_intercept else np.zeros(1)
+        d = self.n_features_in_
+        w = r.allreduce(np.concatenate([np.zeros(r.lo), r.w, np.zeros(d + self.fit_intercept - r.lo - r.w.size)]))
+        self.coef_, self.intercept_ = w[None, :d], (w[d:] if self.fit_intercept else np.zeros(1))
         self.dual_coef_ = r.alpha.copy()
-
-    def _n_cols(self, r):
-        return self.n_features_in_ + bool(self.fit_intercept)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
