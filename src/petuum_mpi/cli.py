@@ -51,7 +51,7 @@ def run_job_file(path: str, overrides=(), comm=None) -> dict:
     rundir = RunDir.create(job, comm=comm)  # a clash with a previous run fails here, before any work
     if rundir.note:
         rprint(f"petuum-mpi: {rundir.note}", comm=comm)
-    app = app_module(job["app"])
+    app = app_module(job["app"], base_dir=os.path.dirname(job["job_file"]))
     rundir.write_config(job)
     rundir.log(f"job {job['job_file']} app={job['app']} ranks={comm.size}")
     rprint(f"petuum-mpi: {job['app']} on {comm.size} rank(s); run directory {rundir.path}", comm=comm)
@@ -87,7 +87,7 @@ def cmd_run(args) -> int:
 
         try:  # every rank reads the same file: an error here is the same on every rank
             app = read_toml(args.job).get("app")
-            engine = app_schema(app).get("engine") if isinstance(app, str) else None
+            engine = app_schema(app, base_dir=os.path.dirname(os.path.abspath(args.job))).get("engine") if isinstance(app, str) else None
         except PetuumError as e:
             raise collective(e) from None
         if engine is None or "resume" not in engine.fields:

@@ -299,7 +299,7 @@ def resolve_job(path: str, overrides: Sequence[str] = ()) -> dict:
         raise ConfigError(f"{path}: missing required key 'app'")
     if not isinstance(app, str):
         raise ConfigError(f"app: expected a string, got {_type_name(app)} {app!r}")
-    schema = merge_schemas(COMMON_SCHEMA, app_schema(app))
+    schema = merge_schemas(COMMON_SCHEMA, app_schema(app, base_dir=os.path.dirname(os.path.abspath(path))))
     try:
         job = validate(raw, schema, base_dir=os.path.dirname(os.path.abspath(path)))
     except ConfigError as e:

@@ -9,8 +9,8 @@ file names it by
 * an entry point of installed packages, group ``petuum_mpi.apps``:
   ``[project.entry-points."petuum_mpi.apps"] kmeans = "mypkg.kmeans:KMeans"``;
 * a module path, optionally with an attribute: ``app = "mypkg.kmeans:KMeans"``;
-* a Python file, relative to the job file's folder when the runner knows it, else to
-  the working directory: ``app = "examples/kmeans.py:KMeans"``.
+* a Python file, relative to the job file's folder (like every path in a job file; to
+  the working directory when there is no job file): ``app = "kmeans.py:KMeans"``.
 
 Without an attribute the module's ``SCHEMA`` / ``run_job`` are used, else its
 ``APP`` (an estimator class). Apps are imported lazily so ``petuum-mpi info`` and
@@ -94,8 +94,7 @@ def _load(name: str, base_dir: str | None):
     target, _, attr = name.partition(":")
     try:
         if target.endswith(".py"):
-            cands = [target] if os.path.isabs(target) else [os.path.join(d, target) for d in (base_dir, os.getcwd())
-                                                           if d]
+            cands = [target] if os.path.isabs(target) else [os.path.join(base_dir or os.getcwd(), target)]
             path = next((c for c in cands if os.path.isfile(c)), None)
             if path is None:
                 raise ConfigError(f"app: file not found: {target} (looked in {', '.join(cands)})")
