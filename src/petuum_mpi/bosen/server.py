@@ -199,6 +199,10 @@ class ParameterServer:
         self._pcomm = self.comm.Dup() if P > 1 else None
         self._pbuf = np.zeros(1, dtype=np.int64)
         self._preq = self._pcomm.Irecv([self._pbuf, MPI.BYTE], MPI.ANY_SOURCE, 0) if P > 1 else None
+        # An unused window that outlives the main one: osc/ucx stops progressing RMA
+        # once a rank has no window left, and a peer still inside Win.Free (closing its
+        # endpoints to us) would then hang there. Freed after a barrier that follows.
+        self._keepalive = MPI.Win.Allocate(8, 1, comm=self.comm) if P > 1 else None
         self._win.Lock_all()
         self.comm.Barrier()
 
@@ -475,6 +479,9 @@ class ParameterServer:
             self._win.Unlock_all()
             self._win.Free()
             self._mem = None
+            if self.P > 1:  # serve the others' Win.Free until all are out of it
+                self._test_barrier()
+                self._keepalive.Free()
 
     def __enter__(self):
         return self
@@ -887,15 +894,20 @@ class ParameterServer:
         while self._pending_tag.any():
             self._wait(None, back)
         if self.P > 1:
-            req = self.comm.Ibarrier()
-            back = _Backoff()
-            while not req.Test():
-                self._drain()
-                back()
+            self._test_barrier(self._drain)
             self._drain()
             self.comm.Barrier()
             for q in self._inflight:
                 q.clear()
+
+    def _test_barrier(self, serve=None) -> None:
+        """A barrier that waits by testing (which drives MPI progress), with back-off."""
+        req = self.comm.Ibarrier()
+        back = _Backoff()
+        while not req.Test():
+            if serve is not None:
+                serve()
+            back()
 
     def _invalidate(self) -> None:
         for t in self._tables:
