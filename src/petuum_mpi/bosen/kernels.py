@@ -42,6 +42,18 @@ def pack_units(oplog_u, cache_u, units, out):
 
 
 @njit(cache=True, nogil=True)
+def hold_units(oplog_u, held_u, units):
+    """Move deltas of a closed clock that could not be sent yet out of the
+    oplog: held[u] += oplog[u], oplog[u] = 0 (later incs stay apart)."""
+    bw = oplog_u.shape[1]
+    for k in range(units.size):
+        u = units[k]
+        for j in range(bw):
+            held_u[u, j] += oplog_u[u, j]
+            oplog_u[u, j] = 0
+
+
+@njit(cache=True, nogil=True)
 def add_rows(shard, slots, vals):
     """shard[slots[k]] += vals[k] (a received mailbox chunk)."""
     bw = vals.shape[1]
@@ -69,6 +81,7 @@ def warmup(dtypes) -> None:
         a, b, c = (np.zeros((1, 2), dtype=dt) for _ in range(3))
         apply_own(a, b, c, units, 1)
         pack_units(a, b, units, c)
+        hold_units(a, b, units)
         add_rows(a, units, b)
         add_rows(a[:, :1], units, b[:, :1])  # column range of a table (strided view)
         gather_own(a, b, units, 1)

@@ -67,6 +67,11 @@ class _Table:
         self.cache_u = self.cache.reshape(lay.n_units, lay.bw)
         self.oplog_u = self.oplog.reshape(lay.n_units, lay.bw)
         self.dirty = np.zeros(lay.n_units, dtype=bool)
+        # deltas of closed clocks that did not fit into a full mailbox yet (kept
+        # apart from the oplog, which only takes the current clock's incs)
+        self.held: np.ndarray | None = None  # allocated at the first deferred send
+        self.held_u: np.ndarray | None = None
+        self.hdirty = np.zeros(lay.n_units, dtype=bool)
         self.n_dirty_hint = False
         self.fetch_tag = np.full(lay.n_units, _NEVER, dtype=np.int64)  # min applied clock at fetch
         self.fetch_clock = np.full(lay.n_units, -1, dtype=np.int64)  # my clock at fetch
@@ -188,6 +193,16 @@ class ParameterServer:
         self._wait_this_clock = 0.0
         self._g = {"wait_s": 0.0, "msgs": 0, "bytes_sent": 0, "bytes_fetched": 0, "gets": 0, "chunks_applied": 0,
                    "straggler_sleep_s": 0.0, "torn_reads": 0, "deferred_sends": 0, "snapshots": 0}
+        # A receive that never matches: testing it drives MPI's progress engine,
+        # which Open MPI's osc/ucx (e.g. over TCP) needs on the target before an
+        # origin's Put/Flush can complete; Win.Sync, Iprobe and flushes do not do it.
+        self._pcomm = self.comm.Dup() if P > 1 else None
+        self._pbuf = np.zeros(1, dtype=np.int64)
+        self._preq = self._pcomm.Irecv([self._pbuf, MPI.BYTE], MPI.ANY_SOURCE, 0) if P > 1 else None
+        # An unused window that outlives the main one: osc/ucx stops progressing RMA
+        # once a rank has no window left, and a peer still inside Win.Free (closing its
+        # endpoints to us) would then hang there. Freed after a barrier that follows.
+        self._keepalive = MPI.Win.Allocate(8, 1, comm=self.comm) if P > 1 else None
         self._win.Lock_all()
         self.comm.Barrier()
 
@@ -254,20 +269,18 @@ class ParameterServer:
         mt = int(t.fetch_tag[units].min())
         t.stats.read(c - mt, cached)
         cols = lay.cols
-        if sel is None:
-            if t.dirty.any():
-                return t.cache[:, :cols] + t.oplog[:, :cols]
-            v = t.cache[:, :cols]
-        elif single:
-            if t.dirty[units].any():
-                return t.cache[sel, :cols] + t.oplog[sel, :cols]
-            v = t.cache[sel, :cols]
-        else:
-            out = t.cache[sel, :cols]
-            if t.dirty[units].any():
-                out += t.oplog[sel, :cols]
+        idx = slice(None) if sel is None else sel
+        is_copy = not (single or sel is None)  # fancy indexing copies
+        out = t.cache[idx, :cols]
+        for has, own in ((t.dirty[units].any(), t.oplog), (t.hdirty[units].any(), t.held)):
+            if has:  # my deltas not in the cache yet (this clock's, held ones)
+                if is_copy:
+                    out += own[idx, :cols]
+                else:
+                    out, is_copy = out + own[idx, :cols], True
+        if is_copy:
             return out
-        v = v.view()
+        v = out.view()
         v.flags.writeable = False
         return v
 
@@ -459,9 +472,16 @@ class ParameterServer:
             self._flush_everything()
         finally:
             self._closed = True
+            if self._preq is not None:
+                self._preq.Cancel()
+                self._preq.Wait()
+                self._pcomm.Free()
             self._win.Unlock_all()
             self._win.Free()
             self._mem = None
+            if self.P > 1:  # serve the others' Win.Free until all are out of it
+                self._test_barrier()
+                self._keepalive.Free()
 
     def __enter__(self):
         return self
@@ -614,12 +634,14 @@ class ParameterServer:
         return n
 
     def _progress(self) -> None:
+        """Drive MPI progress, apply my mailboxes, retry deferred sends."""
         if self.P == 1:
             return
+        self._preq.Test()
         self._drain()
         if self._pending_tag.any():
             for o in np.flatnonzero(self._pending_tag):
-                self._send_to(int(o), int(self._pending_tag[o]), self._dirty_for(int(o)))
+                self._send_to(int(o), int(self._pending_tag[o]), self._held_for(int(o)), held=True)
 
     def _wait(self, t: _Table | None, backoff: _Backoff) -> None:
         t0 = time.perf_counter()
@@ -632,15 +654,24 @@ class ParameterServer:
             t.stats.wait_s += dt
 
     # ------------------------------------------------------------------ sending
-    def _dirty_for(self, o: int) -> list[tuple[_Table, np.ndarray]]:
+    def _held_for(self, o: int) -> list[tuple[_Table, np.ndarray]]:
         out = []
         for t in self._tables:
-            du = np.flatnonzero(t.dirty)
-            if self.P > 1:
-                du = du[du % self.P == o]
+            du = np.flatnonzero(t.hdirty)
+            du = du[du % self.P == o]
             if du.size:
                 out.append((t, du.astype(np.int64)))
         return out
+
+    def _hold(self, work) -> None:
+        """Move ``work``'s deltas from the oplog into the held buffers."""
+        for t, du in work:
+            if t.held is None:
+                t.held = np.zeros_like(t.oplog)
+                t.held_u = t.held.reshape(t.lay.n_units, t.lay.bw)
+            K.hold_units(t.oplog_u, t.held_u, du)
+            t.dirty[du] = False
+            t.hdirty[du] = True
 
     def _send_all(self, tag: int) -> None:
         P = self.P
@@ -662,7 +693,11 @@ class ParameterServer:
         self._apply_own(tag, per[self.me])
         for k in range(1, P):
             o = (self.me + k) % P
-            self._send_to(o, tag, per[o])
+            if self._pending_tag[o]:  # o's mailbox is still full: queue behind the held deltas
+                self._hold(per[o])
+                self._send_to(o, tag, self._held_for(o), held=True)
+            else:
+                self._send_to(o, tag, per[o])
 
     def _apply_own(self, tag: int, work) -> None:
         P = self.P
@@ -676,11 +711,14 @@ class ParameterServer:
         finally:
             self._end_write()
 
-    def _send_to(self, o: int, tag: int, work) -> bool:
+    def _send_to(self, o: int, tag: int, work, held: bool = False) -> bool:
         """Put ``work`` (list of (table, units)) and a final tag into o's mailbox.
 
-        What does not fit stays in the oplog; the tag is then remembered and
-        delivered by a later call (never waits)."""
+        ``work`` comes from the oplog, or from the held buffers if ``held``.
+        What does not fit is held (moved out of the oplog, so that incs made
+        after this ``clock()`` are not sent with it: the bsp gate and the
+        bounds depend on that); the tag is remembered and delivered by a later
+        call (never waits)."""
         MPI, P, cap = self._MPI, self.P, self._cap
         chunks: list[tuple[_Table, np.ndarray]] = []
         for t, du in work:
@@ -692,6 +730,7 @@ class ParameterServer:
         base = self._ring0 + self.me * cap
         sent_any = False
         ok = True
+        i = 0
         try:
             for i, (t, du) in enumerate(chunks):
                 nu = 0 if du is None else du.size
@@ -723,8 +762,8 @@ class ParameterServer:
                     units = buf[_CHUNK_HDR : _CHUNK_HDR + 8 * nu].view(np.int64)
                     units[:] = du
                     vals = buf[_CHUNK_HDR + 8 * nu : _CHUNK_HDR + 8 * nu + nu * ub].view(t.dtype).reshape(nu, t.lay.bw)
-                    K.pack_units(t.oplog_u, t.cache_u, du, vals)
-                    t.dirty[du] = False
+                    K.pack_units(t.held_u if held else t.oplog_u, t.cache_u, du, vals)
+                    (t.hdirty if held else t.dirty)[du] = False
                     t.stats.sent_units += nu
                     t.stats.sent_bytes += nu * ub
                     self._inflight[o].append((seq, t.tid, units, vals, buf))
@@ -745,6 +784,8 @@ class ParameterServer:
         if ok:
             self._pending_tag[o] = 0
         else:
+            if not held:
+                self._hold([(t, du) for t, du in chunks[i:] if t is not None])
             self._pending_tag[o] = max(int(self._pending_tag[o]), tag)
             self._g["deferred_sends"] += 1
         return ok
@@ -853,15 +894,20 @@ class ParameterServer:
         while self._pending_tag.any():
             self._wait(None, back)
         if self.P > 1:
-            req = self.comm.Ibarrier()
-            back = _Backoff()
-            while not req.Test():
-                self._drain()
-                back()
+            self._test_barrier(self._drain)
             self._drain()
             self.comm.Barrier()
             for q in self._inflight:
                 q.clear()
+
+    def _test_barrier(self, serve=None) -> None:
+        """A barrier that waits by testing (which drives MPI progress), with back-off."""
+        req = self.comm.Ibarrier()
+        back = _Backoff()
+        while not req.Test():
+            if serve is not None:
+                serve()
+            back()
 
     def _invalidate(self) -> None:
         for t in self._tables:
