@@ -13,7 +13,7 @@ of each ``--mpi-python PY`` (another venv with the same package, e.g. Open MPI's
 ``.venv-ompi/bin/python``). Per library: ``n=1``, ``n=2``, ``n=4`` (more ranks
 than cores: the library's oversubscribe / yield settings) and ``n=2 between
 nodes`` (the ``nolocal`` tests without shared memory: MPICH ``MPIR_CVAR_NOLOCAL=1``,
-Open MPI ob1 + btl self,tcp + osc rdma, Intel MPI ofi/tcp; see
+Open MPI UCX over TCP (pml and osc ucx, UCX_TLS=tcp,self), Intel MPI ofi/tcp; see
 ``petuum_mpi.mpilib``).
 
 The exit code is non-zero if any test failed, any stage crashed or timed out,

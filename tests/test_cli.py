@@ -106,7 +106,7 @@ def test_mpi_library_settings(text):
     nodes = mpilib.between_nodes_env(name)
     if name == "Open MPI":  # 5.x ignores OMPI_MCA_rmaps_base_oversubscribe
         assert over["PRTE_MCA_rmaps_default_mapping_policy"] == ":oversubscribe"
-        assert nodes["OMPI_MCA_btl"] == "self,tcp" and "sm" not in nodes["OMPI_MCA_osc"]
+        assert nodes["OMPI_MCA_pml"] == "ucx" and nodes["OMPI_MCA_osc"] == "ucx" and nodes["UCX_TLS"] == "tcp,self"
     if name == "MPICH":
         assert over == {"MPIR_CVAR_POLLS_BEFORE_YIELD": "1"} and nodes == {"MPIR_CVAR_NOLOCAL": "1"}
     if name == "Intel MPI":

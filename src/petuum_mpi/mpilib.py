@@ -50,8 +50,12 @@ def between_nodes_env(name: str) -> dict:
     """Settings that make ranks on one machine talk as if on separate nodes
     (no shared-memory transport, no shared-memory RMA windows)."""
     if name == OPENMPI:
-        # ob1 over TCP only; one-sided through osc/rdma on that TCP btl (osc/sm and UCX off)
-        return {"OMPI_MCA_pml": "ob1", "OMPI_MCA_btl": "self,tcp", "OMPI_MCA_osc": "rdma"}
+        # UCX over TCP for both two-sided and one-sided (osc/ucx): a Put then needs the target to
+        # enter MPI, as between nodes without hardware RMA. ob1 + btl tcp + osc/rdma does NOT show
+        # that (Put+Flush completes there while the target only sleeps; docs/bosen.md "Transports").
+        # The opal_common_ucx_* keys let UCX run without an InfiniBand device.
+        return {"OMPI_MCA_pml": "ucx", "OMPI_MCA_osc": "ucx", "OMPI_MCA_opal_common_ucx_tls": "any",
+                "OMPI_MCA_opal_common_ucx_devices": "any", "UCX_TLS": "tcp,self"}
     if name == IMPI:
         return {"I_MPI_FABRICS": "ofi", "FI_PROVIDER": "tcp"}
     if name == MPICH:
