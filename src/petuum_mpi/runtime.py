@@ -125,8 +125,9 @@ def abort_on_error(exc: BaseException, comm=None, code: int = 1) -> None:
 # the previous hooks (Python's, or the user's) are called unchanged. Exceptions that
 # the user catches never reach them.
 
-GRACE_S = 1.0  # ranks other than 0 wait this long before reporting (see _end_job)
+GRACE_S, STEP_S = 1.5, 0.5  # when ranks other than 0 report (see _report_delay)
 _HOOKS: dict = {}
+_ENDING = False
 _CLI = False
 
 
@@ -164,20 +165,30 @@ def _running_world(start: bool = False):
         return None
 
 
+def _report_delay(rank: int) -> float:
+    """Seconds rank ``rank`` waits before it reports an error and aborts the job.
+
+    The same error often happens on several ranks at once (a bug before ``fit``, a
+    Ctrl-C reaches every rank): rank 0 reports at once and its abort ends the others
+    before they print the same message again; rank 1 reports after ``GRACE_S``
+    (only it failed, or rank 0 is stuck in MPI or a kernel), rank 2 ``STEP_S`` later,
+    and so on up to rank 6 (at most 4 s).
+    """
+    return 0.0 if rank == 0 else GRACE_S + STEP_S * (min(rank, 6) - 1)
+
+
 def _end_job(exc: BaseException, world, where: str = "", show=None) -> None:
     """Report ``exc`` once for the whole job and abort it (returns only for a
-    collective PetuumError, which every rank raised: those ranks end cleanly).
-
-    The same error often happens on every rank (a bug before ``fit``, a missing
-    file): ranks other than 0 wait ``GRACE_S`` first, so that rank 0's abort ends
-    them before they print it again; when only they failed, they report after it.
-    """
+    collective PetuumError, which every rank raised: those ranks end cleanly)."""
+    global _ENDING
     if isinstance(exc, PetuumError) and exc.collective:
         if world.rank == 0:
             _say(format_error(exc, 0, 1))
         return
-    if world.rank != 0:
-        time.sleep(GRACE_S)
+    if _ENDING:  # a second Ctrl-C (mpiexec forwards it too) or thread error while reporting the first
+        return
+    _ENDING = True
+    time.sleep(_report_delay(world.rank))
     if isinstance(exc, KeyboardInterrupt):
         _say("petuum-mpi: interrupted (Ctrl-C)")
         _abort(world, 130)
