@@ -34,3 +34,20 @@ class DataError(PetuumError):
 
 class UsageError(PetuumError):
     """An API is used wrongly (unknown table, wrong shape, call after shutdown...)."""
+
+
+class _ConvergenceWarning(UserWarning):
+    """The solver stopped before reaching ``tol`` (scikit-learn not installed)."""
+
+
+def convergence_warning() -> type:
+    """scikit-learn's ``ConvergenceWarning`` when it is installed, else petuum_mpi's own.
+
+    Resolved when a warning is issued, not when an app is imported: importing
+    scikit-learn takes seconds, more than a small job.
+    """
+    try:
+        from sklearn.exceptions import ConvergenceWarning
+    except ImportError:
+        return _ConvergenceWarning
+    return ConvergenceWarning

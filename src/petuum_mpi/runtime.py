@@ -2,10 +2,10 @@
 
 Rules every part of petuum_mpi follows:
 
-* An exception on any rank must bring the whole job down within seconds. The
-  command line installs :func:`install_abort_handler`, which prints the error
-  once (with its rank) and calls ``MPI.COMM_WORLD.Abort``. Library code only
-  raises; it never calls ``Abort`` itself.
+* An exception or a Ctrl-C on any rank must bring the whole job down within
+  seconds. ``import petuum_mpi`` installs hooks (:func:`_install_hooks`) that
+  print the error once (with its rank) and call ``MPI.COMM_WORLD.Abort``, however
+  the job was started. Library code only raises; it never calls ``Abort`` itself.
 * Numba kernels are compiled on one rank per node before the other ranks load
   them from the cache (:func:`compile_once`), so cache files are never written
   concurrently.
@@ -18,15 +18,13 @@ Rules every part of petuum_mpi follows:
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 import time
 import traceback
 
 from .errors import PetuumError
-
-_ABORT_INSTALLED = False
-
 
 def _setup_numba_cache_dir() -> None:
     """Give Numba a node-local cache directory unless the user chose one.
@@ -69,13 +67,33 @@ def rprint(*args, comm=None, file=None, **kw) -> None:
         print(*args, file=file or sys.stdout, flush=True, **kw)
 
 
-def format_error(exc: BaseException, rank: int, size: int) -> str:
+def format_error(exc: BaseException, rank: int, size: int, where: str = "") -> str:
     """One readable message for a user error; a full traceback otherwise."""
-    where = f" (rank {rank} of {size})" if size > 1 else ""
+    where = (f" (rank {rank} of {size})" if size > 1 else "") + where
     if isinstance(exc, PetuumError):
         return f"petuum-mpi: error{where}: {exc}"
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return f"petuum-mpi: unexpected error{where}:\n{tb}"
+
+
+def _say(msg: str) -> None:
+    try:
+        sys.stdout.flush()
+    except Exception:  # a closed or broken stdout must not stop the abort
+        pass
+    sys.stderr.write(msg if msg.endswith("\n") else msg + "\n")
+    sys.stderr.flush()
+
+
+def _abort(world, code: int) -> None:
+    """``world.Abort(code)`` once this rank's message had time to reach mpiexec."""
+    time.sleep(0.3)  # let mpiexec forward the message before the abort tears the job down
+    try:  # MPICH prints its own "Abort(1) on node ..." line: the message above says it all
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+    except OSError:
+        pass
+    world.Abort(code)
 
 
 def abort_on_error(exc: BaseException, comm=None, code: int = 1) -> None:
@@ -83,33 +101,169 @@ def abort_on_error(exc: BaseException, comm=None, code: int = 1) -> None:
     from mpi4py import MPI
 
     world = MPI.COMM_WORLD
-    sys.stderr.write(format_error(exc, world.rank, world.size) + "\n")
-    sys.stderr.flush()
-    sys.stdout.flush()
+    _say(format_error(exc, world.rank, world.size))
     if world.size > 1:
-        time.sleep(0.3)  # let mpiexec forward the message before the abort tears the job down
-        world.Abort(code)
+        _abort(world, code)
     raise SystemExit(code)
 
 
-def install_abort_handler() -> None:
-    """Make an uncaught exception on any rank abort the whole job (not hang it)."""
-    global _ABORT_INSTALLED
-    if _ABORT_INSTALLED:
-        return
-    previous = sys.excepthook
+# ------------------------------------------------------------ abort hooks
+#
+# Importing petuum_mpi installs three hooks, so that however the job was started
+# (``petuum-mpi run``, ``mpiexec -n N python script.py``, srun) an exception or a
+# Ctrl-C on one rank ends every rank within seconds instead of leaving the others
+# waiting forever in a collective:
+#
+# * ``sys.excepthook``: an uncaught exception prints one message naming its rank
+#   (a traceback; one line for a PetuumError) and calls ``MPI.COMM_WORLD.Abort``.
+# * ``threading.excepthook``: the same for an exception that ends a thread.
+# * a SIGINT handler: Ctrl-C prints "petuum-mpi: interrupted (Ctrl-C)" once and
+#   aborts with code 130 (no KeyboardInterrupt, no finally blocks: another rank
+#   may be blocked in a collective that will never complete).
+#
+# They act only when MPI is running with more than one rank; in a one-process run
+# the previous hooks (Python's, or the user's) are called unchanged. Exceptions that
+# the user catches never reach them.
 
-    def hook(etype, value, tb):
-        if issubclass(etype, KeyboardInterrupt):
-            previous(etype, value, tb)
-            return
+GRACE_S, STEP_S = 1.5, 0.5  # when ranks other than 0 report (see _report_delay)
+_HOOKS: dict = {}
+_ENDING = False
+_CLI = False
+
+
+def _launched_size() -> int:
+    """Number of ranks the launcher started, from its environment (1 if unknown)."""
+    for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS"):
         try:
-            abort_on_error(value)
-        except SystemExit:
-            pass
+            return int(os.environ[var])
+        except (KeyError, ValueError):
+            continue
+    return 1
 
-    sys.excepthook = hook
-    _ABORT_INSTALLED = True
+
+def _running_world(start: bool = False):
+    """COMM_WORLD if MPI runs with more than one rank, else None.
+
+    Does not start MPI unless ``start`` and the launcher started several ranks
+    (an exception raised before the script used MPI: the other ranks are waiting
+    for this one inside MPI, and only an abort releases them).
+    """
+    MPI = sys.modules.get("mpi4py.MPI")
+    if MPI is None:
+        if not start or _launched_size() <= 1:
+            return None
+        try:
+            from mpi4py import MPI
+        except Exception:
+            return None
+    try:
+        if not MPI.Is_initialized() or MPI.Is_finalized():
+            return None
+        world = MPI.COMM_WORLD
+        return world if world.size > 1 else None
+    except Exception:
+        return None
+
+
+def _report_delay(rank: int) -> float:
+    """Seconds rank ``rank`` waits before it reports an error and aborts the job.
+
+    The same error often happens on several ranks at once (a bug before ``fit``, a
+    Ctrl-C reaches every rank): rank 0 reports at once and its abort ends the others
+    before they print the same message again; rank 1 reports after ``GRACE_S``
+    (only it failed, or rank 0 is stuck in MPI or a kernel), rank 2 ``STEP_S`` later,
+    and so on up to rank 6 (at most 4 s).
+    """
+    return 0.0 if rank == 0 else GRACE_S + STEP_S * (min(rank, 6) - 1)
+
+
+def _end_job(exc: BaseException, world, where: str = "", show=None) -> None:
+    """Report ``exc`` once for the whole job and abort it (returns only for a
+    collective PetuumError, which every rank raised: those ranks end cleanly)."""
+    global _ENDING
+    if isinstance(exc, PetuumError) and exc.collective:
+        if world.rank == 0:
+            _say(format_error(exc, 0, 1))
+        return
+    if _ENDING:  # a second Ctrl-C (mpiexec forwards it too) or thread error while reporting the first
+        return
+    _ENDING = True
+    time.sleep(_report_delay(world.rank))
+    if isinstance(exc, KeyboardInterrupt):
+        _say("petuum-mpi: interrupted (Ctrl-C)")
+        _abort(world, 130)
+    if show is not None and not isinstance(exc, PetuumError):
+        _say(f"petuum-mpi: unexpected error (rank {world.rank} of {world.size}){where}:")
+        show()
+    else:
+        _say(format_error(exc, world.rank, world.size, where))
+    _abort(world, 2 if isinstance(exc, PetuumError) else 1)
+
+
+def _excepthook(etype, value, tb):
+    previous = _HOOKS["sys"]
+    world = _running_world(start=True)
+    if world is None:
+        if issubclass(etype, KeyboardInterrupt) and _CLI:
+            _say("petuum-mpi: interrupted (Ctrl-C)")  # Python still exits with the SIGINT status
+            return
+        previous(etype, value, tb)
+        return
+    if value is None:
+        value = etype()
+    if value.__traceback__ is None:
+        value = value.with_traceback(tb)
+    show = None if previous is sys.__excepthook__ else (lambda: previous(etype, value, tb))
+    _end_job(value, world, show=show)
+
+
+def _thread_excepthook(args):
+    previous = _HOOKS["threading"]
+    world = _running_world(start=True)
+    if world is None or issubclass(args.exc_type, SystemExit):
+        previous(args)
+        return
+    import threading
+
+    value = args.exc_value if args.exc_value is not None else args.exc_type()
+    name = args.thread.name if args.thread is not None else threading.get_ident()
+    show = None if previous is threading.__excepthook__ else (lambda: previous(args))
+    _end_job(value, world, where=f" in thread {name}", show=show)
+
+
+def _sigint(signum, frame):
+    world = _running_world()
+    if world is None:
+        signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt
+    _end_job(KeyboardInterrupt(), world)
+
+
+def _install_hooks() -> None:
+    """Install the abort hooks (see above) once per process; keep the previous ones."""
+    if _HOOKS:
+        return
+    import threading
+
+    _HOOKS["sys"] = sys.excepthook
+    sys.excepthook = _excepthook
+    _HOOKS["threading"] = threading.excepthook
+    threading.excepthook = _thread_excepthook
+    try:  # only Python's own handler is replaced, and only from the main thread
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _sigint)
+    except ValueError:
+        pass
+
+
+def install_abort_handler() -> None:
+    """The hooks of ``import petuum_mpi``; the command line also reports a Ctrl-C
+    of a one-rank run as one line."""
+    global _CLI
+    _install_hooks()
+    _CLI = True
+
+
+_install_hooks()
 
 
 def node_comm(comm=None):

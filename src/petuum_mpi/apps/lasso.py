@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..config import Field, Section
-from ..errors import ConfigError, DataError, UsageError
+from ..errors import ConfigError, DataError, UsageError, convergence_warning
 from ..params import check_param as _check
 from ..runtime import get_comm, warm_once
 from ..strads.engine import Engine, allreduce_sum
@@ -34,12 +34,10 @@ from ..strads.sample import gather_row_sample
 from ..strads.schedulers import SCHEDULERS, make_scheduler
 from . import lasso_kernels as K
 
-try:  # scikit-learn's warning class when it is installed
-    from sklearn.exceptions import ConvergenceWarning
-except ImportError:  # pragma: no cover
-
-    class ConvergenceWarning(UserWarning):
-        """The solver stopped before reaching ``tol``."""
+def __getattr__(name):  # ``ConvergenceWarning``, without importing scikit-learn with the app
+    if name == "ConvergenceWarning":
+        return convergence_warning()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 
@@ -518,8 +516,8 @@ class ElasticNet:
 
     def _problem(self, X, y):
         comm = get_comm(self.comm)
+        Xl, yl, n, p = load_local(X, y, comm, task="regression", app=type(self).__name__)  # bad input fails before the kernels load
         warm_once(K.warmup, comm)
-        Xl, yl, n, p = load_local(X, y, comm, task="regression", app=type(self).__name__)
         prob = EnetProblem(Xl, yl, n, self.fit_intercept, comm)
         sample = None
         if self.scheduler == "sap":
@@ -540,7 +538,7 @@ class ElasticNet:
                                             engine_stats=stats, **self._engine_kw(sample))
         if gap > tol_s:
             warnings.warn(f"Objective did not converge. You might want to increase the number of iterations. "
-                          f"Duality gap: {gap:.6e}, tolerance: {tol_s:.3e}", ConvergenceWarning, stacklevel=2)
+                          f"Duality gap: {gap:.6e}, tolerance: {tol_s:.3e}", convergence_warning(), stacklevel=2)
         self.coef_ = prob.w.copy()
         self.intercept_ = prob.intercept()
         self.n_iter_ = int(n_iter)
@@ -623,7 +621,7 @@ def enet_path(X, y=None, l1_ratio=0.5, eps=1e-3, n_alphas=100, alphas=None, fit_
         n_iter, gap, tol_s, st = solve_enet(prob, a, l1_ratio, tol, max_iter, **est._engine_kw(sample))
         if gap > tol_s:
             warnings.warn(f"Objective did not converge at alpha={a:.4g}. Duality gap: {gap:.6e}, tolerance: "
-                          f"{tol_s:.3e}", ConvergenceWarning, stacklevel=2)
+                          f"{tol_s:.3e}", convergence_warning(), stacklevel=2)
         coefs[:, i] = prob.w
         gaps[i] = gap / prob.n
         n_iters.append(n_iter)

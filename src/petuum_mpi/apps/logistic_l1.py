@@ -22,13 +22,13 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import ConfigError, DataError, UsageError
+from ..errors import ConfigError, DataError, UsageError, convergence_warning
 from ..runtime import get_comm, warm_once
 from ..strads.engine import Engine, allreduce_sum
 from ..strads.sample import gather_row_sample
 from ..strads.schedulers import SCHEDULERS, make_scheduler
 from . import logistic_l1_kernels as K
-from .lasso import ConvergenceWarning, _check, check_engine_params, load_local
+from .lasso import _check, check_engine_params, load_local
 
 class LogisticProblem:
     """One rank's rows; engine variables are the features plus the intercept (id p)."""
@@ -144,8 +144,8 @@ class L1LogisticRegression:
         """Fit (collective): full arrays on every rank, or a dataset path."""
         self._validate()
         comm = get_comm(self.comm)
+        Xl, yl, n, p = load_local(X, y, comm, task="classification", app=type(self).__name__)  # bad input fails before the kernels load
         warm_once(K.warmup, comm)
-        Xl, yl, n, p = load_local(X, y, comm, task="classification", app=type(self).__name__)
         prob = LogisticProblem(Xl, yl, n, self.fit_intercept, comm)
         prob.C = float(self.C)
         if self.warm_start and getattr(self, "coef_", None) is not None:
@@ -210,7 +210,7 @@ class L1LogisticRegression:
             prob.z += t * prob.q
         if viol > self.tol * max(v0, 1e-300):
             warnings.warn(f"L1 logistic regression did not converge in {self.max_iter} iterations "
-                          f"(subgradient {viol:.3e} > tol * {v0:.3e})", ConvergenceWarning, stacklevel=2)
+                          f"(subgradient {viol:.3e} > tol * {v0:.3e})", convergence_warning(), stacklevel=2)
         self.coef_ = prob.w[None, :p].copy()
         self.intercept_ = np.array([prob.w[p] if self.fit_intercept else 0.0])
         self.classes_ = prob.classes_

@@ -26,18 +26,17 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import ConfigError, DataError, UsageError
+from ..errors import ConfigError, DataError, UsageError, convergence_warning
 from ..params import check_param as _check
 from ..runtime import get_comm, warm_once
 from . import logreg_kernels as K
 
 __all__ = ["LogisticRegression", "SCHEMA", "run_job", "ConvergenceWarning"]
 
-try:  # the scikit-learn warning class when available
-    from sklearn.exceptions import ConvergenceWarning
-except ImportError:  # pragma: no cover
-    class ConvergenceWarning(UserWarning):
-        """The solver stopped before reaching ``tol``."""
+def __getattr__(name):  # ``ConvergenceWarning``, without importing scikit-learn with the app
+    if name == "ConvergenceWarning":
+        return convergence_warning()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _warmup():
@@ -704,7 +703,7 @@ class LogisticRegression:
         self.stats_all_ = ps.stats_all()
         if self.tol is not None and not stopped:
             warnings.warn(f"LogisticRegression: objective still decreasing by more than tol={self.tol} after "
-                          f"max_iter={self.max_iter} {unit}; increase max_iter", ConvergenceWarning,
+                          f"max_iter={self.max_iter} {unit}; increase max_iter", convergence_warning(),
                           stacklevel=4)
 
     def _evaluate(self, ps, Xl, yl, te, n_tr, n_te, C, D, Wavg, bavg, state, caught_up, final=None, train=True):
