@@ -51,3 +51,7 @@ def convergence_warning() -> type:
     except ImportError:
         return _ConvergenceWarning
     return ConvergenceWarning
+
+
+class OutputError(PetuumError):
+    """A result file (model, snapshot, metrics) could not be written: disk full, permissions..."""

@@ -32,11 +32,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import ConfigError, PetuumError, collective
-
-
-class OutputError(PetuumError):
-    """A result file could not be written (disk full, permissions...)."""
+from .errors import ConfigError, OutputError, PetuumError, collective  # noqa: F401 (OutputError re-exported)
 
 
 def _problem(e: OSError) -> str:
