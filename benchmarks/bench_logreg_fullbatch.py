@@ -18,6 +18,7 @@ import time
 import warnings
 
 import numpy as np
+from mpi4py import MPI
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Bench  # noqa: E402
@@ -103,7 +104,7 @@ for name in a.sets.split(","):
                 res = minimize(L.fun_grad, L.x0(), hessp=L.hessp, hess_diag=L.hess_diag if pc else None, comm=comm,
                                method=method, tol=0.0, max_iter=2000, callback=lambda k, x, f, g: f <= t6)
                 tt = [next((h["time"] for h in res.history if h["fun"] <= t), float("inf")) for t in (t4, t6)]
-                tt = [comm.allreduce(v, op=__import__("mpi4py.MPI", fromlist=["MAX"]).MAX) for v in tt]
+                tt = [comm.allreduce(v, op=MPI.MAX) for v in tt]
                 if res_best is None or tt[0] < res_best[0][0]:
                     res_best = (tt, res)
             tag = method + (" +precond" if pc else "")
