@@ -3,6 +3,8 @@
 * :func:`make_regression` -- sparse (or dense) design with correlated feature groups
   and a sparse true coefficient vector (the Lasso benchmark's data).
 * :func:`make_classification` -- binary / multiclass labels from a planted linear model.
+* :func:`make_ill_conditioned_classification` -- collinear, badly scaled, imbalanced
+  classification data (condition number > 1e6), dense or sparse.
 * :func:`make_ratings` -- low-rank ratings plus Gaussian noise.
 * :func:`make_lda_corpus` -- documents drawn from an LDA model with planted topics.
 * :func:`synth_dataset` -- any of these written as a dataset (truth in ``truth.h5``)
@@ -133,6 +135,105 @@ def make_classification(n_rows: int, n_cols: int, n_classes: int = 2, nnz: int |
         return X, y, W[0]
     y = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1).astype(np.int64)
     return X, y, W
+
+
+
+def _imbalanced_labels(rng, logits, class_fraction):
+    """Labels sampled from ``softmax(logits + shift)`` (binary: one logit column,
+    sigmoid) with the per-class shift set so the expected share of class 0 (binary:
+    of class 1) is ``class_fraction`` and the other classes share the rest evenly."""
+    n, k = logits.shape
+    if k == 1:
+        lo, hi = -60.0, 60.0
+        for _ in range(80):  # bisection on the intercept for the mean probability
+            mid = 0.5 * (lo + hi)
+            if np.mean(1.0 / (1.0 + np.exp(-(logits[:, 0] + mid)))) < class_fraction:
+                lo = mid
+            else:
+                hi = mid
+        p = 1.0 / (1.0 + np.exp(-(logits[:, 0] + 0.5 * (lo + hi))))
+        return (rng.random(n) < p).astype(np.int64)
+    logits = logits - logits.max(axis=1, keepdims=True)
+    lo, hi = -60.0, 60.0
+    for _ in range(80):  # bisection on class 0's shift for its mean probability
+        mid = 0.5 * (lo + hi)
+        e = np.exp(logits)
+        e[:, 0] *= np.exp(mid)
+        if np.mean(e[:, 0] / e.sum(axis=1)) < class_fraction:
+            lo = mid
+        else:
+            hi = mid
+    logits[:, 0] += 0.5 * (lo + hi)
+    return np.argmax(logits + rng.gumbel(size=logits.shape), axis=1).astype(np.int64)
+
+
+def make_ill_conditioned_classification(n_rows: int, n_cols: int, n_classes: int = 2, dense: bool = True,
+                                        nnz: int | None = None, n_latent: int | None = None,
+                                        collinear_noise: float = 1e-3, scale_decades: float = 1.5,
+                                        class_fraction: float = 0.1, signal: float = 2.0, seed=0):
+    """Classification data that are hard for first-order solvers, like real data.
+
+    * collinear: every column is a mix of ``n_latent`` (default ``max(2, n_cols // 4)``)
+      shared factors plus ``collinear_noise`` own noise (dense) / groups of 8 columns
+      share their rows and nearly their values (sparse);
+    * badly scaled: column ``j`` is multiplied by ``10**u_j``, ``u_j`` uniform in
+      ``[-scale_decades, scale_decades]``; dense columns are also off-centre (mean shifts
+      of a few standard deviations, like raw counts or amounts);
+    * imbalanced: class 1 (binary) / class 0 (multiclass) has an expected share of
+      ``class_fraction`` of the rows;
+    * sparse (``dense=False``): column frequencies follow a power law (a few columns in
+      most rows, most columns rare), positive values as in word counts; ``nnz`` defaults
+      to 2 % density.
+
+    Labels are sampled from a planted linear model on the factors (``signal`` scales its
+    logits), so the classes overlap and the L2-penalised optimum is finite. With the
+    defaults the condition number of ``X`` exceeds 1e6.
+
+    Returns
+    -------
+    X (ndarray or CSR), y (int64 in [0, n_classes)), coef_latent (n_latent, n_out)
+    """
+    if n_classes < 2:
+        raise DataError(f"n_classes must be >= 2, got {n_classes}")
+    if n_cols < 2 or n_rows < 2:
+        raise DataError(f"need at least 2 rows and 2 columns, got {n_rows} x {n_cols}")
+    if not 0.0 < class_fraction < 1.0:
+        raise DataError(f"class_fraction must be in (0, 1), got {class_fraction}")
+    rng = np.random.default_rng(seed)
+    n_out = 1 if n_classes == 2 else n_classes
+    scale = 10.0 ** rng.uniform(-scale_decades, scale_decades, n_cols)
+    if dense:
+        k = max(2, n_cols // 4) if n_latent is None else int(n_latent)
+        Z = rng.standard_normal((n_rows, k))
+        A = rng.standard_normal((k, n_cols)) / np.sqrt(k)
+        X = Z @ A + collinear_noise * rng.standard_normal((n_rows, n_cols))
+        X += rng.uniform(-3.0, 3.0, n_cols)
+        X *= scale
+        V = signal * rng.standard_normal((k, n_out))
+        y = _imbalanced_labels(rng, Z @ V, class_fraction)
+        return np.ascontiguousarray(X), y, V
+    gs = 8
+    n_groups = -(-n_cols // gs)
+    k = n_groups if n_latent is None else int(n_latent)
+    if nnz is None:
+        nnz = max(1, int(0.02 * n_rows * n_cols))
+    freq = 1.0 / np.arange(1, n_groups + 1) ** 0.9
+    freq = np.minimum(freq * (nnz / gs) / (n_rows * freq.sum()), 0.9)  # P(row holds group g)
+    hold = rng.random((n_rows, n_groups)) < freq
+    r, g = np.nonzero(hold)
+    base = rng.poisson(1.0, r.size) + 1.0  # a count-like value per (row, group)
+    vals = base[:, None] * (1.0 + collinear_noise * rng.standard_normal((r.size, gs)))
+    cols = g[:, None] * gs + np.arange(gs)
+    keep = (cols < n_cols).ravel()
+    cols, vals = cols.ravel()[keep], (vals * scale[np.minimum(cols, n_cols - 1)]).ravel()[keep]
+    counts = np.bincount(np.repeat(r, gs)[keep], minlength=n_rows)
+    indptr = np.zeros(n_rows + 1, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    X = sp.csr_matrix((vals, cols.astype(np.int32), indptr), shape=(n_rows, n_cols))
+    V = signal * rng.standard_normal((n_groups, n_out))
+    G = sp.csr_matrix((base, g, np.r_[0, np.cumsum(np.bincount(r, minlength=n_rows))]), shape=(n_rows, n_groups))
+    y = _imbalanced_labels(rng, np.asarray(G @ V) - np.asarray(G @ V).mean(0), class_fraction)
+    return X, y, V
 
 
 def make_ratings(n_users: int, n_items: int, rank: int = 10, noise: float = 0.1, density: float = 0.05,

@@ -1,0 +1,385 @@
+"""Distributed full-batch optimisers for smooth objectives summed over ranks.
+
+The objective is ``F(x) = sum_r f_r(x)``: rank ``r`` knows its share ``f_r`` (e.g. the loss
+of its rows; add a penalty on one rank only). :func:`minimize` calls the user's callables,
+which return this rank's share, and sums them with one ``Allreduce`` per evaluation:
+
+* ``fun_grad(x) -> (f_r, grad f_r)``: one Allreduce of ``[f, grad]`` per evaluation;
+* ``hessp(x, v) -> H_r(x) v``: one Allreduce per conjugate-gradient step;
+* ``hess_diag(x) -> diag H_r(x)`` (optional preconditioner): one Allreduce per Newton step.
+
+Every rank runs the same deterministic code on the same summed values, so every rank
+takes the same decisions and returns the same ``x`` (no broadcast needed).
+
+Methods (no step size to tune; both are globally convergent for smooth convex ``F`` with
+a convergence speed that the conditioning only slows, never breaks):
+
+* ``"newton-cg"`` (default): trust-region Newton with Steihaug's truncated preconditioned
+  conjugate gradient (LIBLINEAR's ``TRON``; with ``hess_diag`` LIBLINEAR's preconditioner
+  ``0.99 + 0.01 diag H``: on the ill-conditioned test problems plain CG and this mix need
+  about the same Hessian products, pure Jacobi 2-40x more);
+  forcing term ``min(0.1, sqrt(||g||_inf / ||g0||_inf))`` on the preconditioned CG residual.
+* ``"lbfgs"``: limited-memory BFGS (``memory`` pairs) with a strong-Wolfe line search
+  (bracketing + safeguarded cubic interpolation, Nocedal & Wright alg. 3.5/3.6;
+  ``c1 = 1e-4``, ``c2 = 0.9``).
+
+Convergence test (scikit-learn's ``tol`` for its ``lbfgs`` and ``newton-cg`` solvers):
+``max_i |grad_i F(x)| <= tol``, checked at ``x0`` and after every iteration. The run also
+counts as converged (as scipy's L-BFGS-B ``ftol = 64 eps`` that scikit-learn uses) when an
+iteration changes ``F`` by at most ``64 eps max(|F|, 1)`` relative: ``F`` cannot be
+decreased further in floating point. It stops unconverged after ``max_iter`` iterations or
+when no step gives a decrease any more (``message`` says which); the caller then warns.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import UsageError
+from .runtime import get_comm
+
+__all__ = ["Result", "minimize", "METHODS"]
+
+METHODS = ("newton-cg", "lbfgs")
+_FTOL = 64 * np.finfo(float).eps
+_PC_MIX = 0.01
+
+
+@dataclass
+class Result:
+    """Outcome of :func:`minimize` (identical on every rank)."""
+
+    x: np.ndarray
+    fun: float
+    grad_max: float                  # max |grad F(x)|
+    n_iter: int                      # outer iterations (Newton steps / L-BFGS steps)
+    converged: bool
+    message: str
+    n_fev: int = 0                   # fun_grad evaluations (= its Allreduces)
+    n_hessp: int = 0                 # Hessian-vector products (= their Allreduces)
+    history: list = field(default_factory=list)   # per iteration: iter, fun, grad_max, n_fev, n_hessp, time
+
+
+class _Summed:
+    """The callables, summed over ranks (one Allreduce each; in place, blocking)."""
+
+    def __init__(self, comm, fun_grad, hessp, hess_diag, n):
+        self.comm = comm
+        self.P = comm.size
+        self._fg, self._hv, self._hd = fun_grad, hessp, hess_diag
+        self.buf = np.empty(n + 1)
+        self.n_fev = 0
+        self.n_hessp = 0
+        if self.P > 1:
+            from mpi4py import MPI
+
+            self._sum = MPI.SUM
+            self._in_place = MPI.IN_PLACE
+
+    def _allreduce(self, buf):
+        if self.P > 1:
+            self.comm.Allreduce(self._in_place, buf, op=self._sum)
+        return buf
+
+    def fg(self, x):
+        self.n_fev += 1
+        f, g = self._fg(x)
+        buf = self.buf
+        buf[0] = f
+        buf[1:] = g
+        self._allreduce(buf)
+        f = float(buf[0])
+        return (f if math.isfinite(f) else math.inf), buf[1:].copy()
+
+    def hv(self, x, v):
+        self.n_hessp += 1
+        return self._allreduce(np.array(self._hv(x, v), dtype=np.float64, copy=True))
+
+    def hd(self, x):
+        return self._allreduce(np.array(self._hd(x), dtype=np.float64, copy=True))
+
+
+def minimize(fun_grad, x0, *, hessp=None, hess_diag=None, comm=None, method="newton-cg", tol=1e-4, max_iter=100,
+             memory=10, callback=None) -> Result:
+    """Minimise ``F = sum over ranks of fun_grad`` from ``x0`` (collective; see the module doc).
+
+    Parameters
+    ----------
+    fun_grad : callable ``x -> (f, g)``, this rank's share of the objective and gradient
+    x0 : (n,) starting point, the same on every rank
+    hessp : callable ``(x, v) -> H v`` (this rank's share); required by ``newton-cg``
+    hess_diag : callable ``x -> diag H`` (this rank's share), optional (CG preconditioner)
+    comm : communicator, default ``COMM_WORLD``
+    method : ``"newton-cg"`` or ``"lbfgs"``
+    tol : stop when ``max |grad F| <= tol``
+    max_iter : maximum outer iterations
+    memory : L-BFGS pairs
+    callback : ``callback(n_iter, x, fun, grad_max)`` after each iteration on every rank;
+        returning True stops the run (``converged`` False unless the test holds).
+
+    Returns
+    -------
+    Result
+    """
+    if method not in METHODS:
+        raise UsageError(f"minimize: method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "newton-cg" and hessp is None:
+        raise UsageError("minimize: method 'newton-cg' needs hessp")
+    if not (isinstance(tol, (int, float)) and tol >= 0):
+        raise UsageError(f"minimize: tol must be a number >= 0, got {tol!r}")
+    if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 0):
+        raise UsageError(f"minimize: max_iter must be an integer >= 0, got {max_iter!r}")
+    if not (isinstance(memory, (int, np.integer)) and memory >= 1):
+        raise UsageError(f"minimize: memory must be an integer >= 1, got {memory!r}")
+    x = np.array(x0, dtype=np.float64, copy=True).ravel()
+    comm = get_comm(comm)
+    ev = _Summed(comm, fun_grad, hessp, hess_diag, x.size)
+    run = _newton_cg if method == "newton-cg" else _lbfgs
+    res = run(ev, x, float(tol), int(max_iter), int(memory), callback)
+    res.n_fev, res.n_hessp = ev.n_fev, ev.n_hessp
+    return res
+
+
+class _Track:
+    """History, stopping tests and callback shared by the methods."""
+
+    def __init__(self, ev, tol, max_iter, callback):
+        self.ev, self.tol, self.max_iter, self.callback = ev, tol, max_iter, callback
+        self.t0 = time.perf_counter()
+        self.history = []
+
+    def record(self, k, x, f, g):
+        gmax = float(np.max(np.abs(g))) if g.size else 0.0
+        self.history.append({"iter": k, "fun": f, "grad_max": gmax, "n_fev": self.ev.n_fev,
+                             "n_hessp": self.ev.n_hessp, "time": time.perf_counter() - self.t0})
+        stop = bool(self.callback(k, x, f, gmax)) if (self.callback is not None and k > 0) else False
+        return gmax, stop
+
+    def result(self, x, f, gmax, k, converged, message):
+        return Result(x=x, fun=f, grad_max=gmax, n_iter=k, converged=converged, message=message,
+                      history=self.history)
+
+
+def _no_progress(f_old, f_new):
+    return abs(f_old - f_new) <= _FTOL * max(abs(f_old), abs(f_new), 1.0)
+
+
+# ----------------------------------------------------------------------------- trust-region Newton-CG
+
+
+def _to_boundary(s, d, M, delta):
+    """tau >= 0 with ||s + tau d||_M = delta."""
+    sMs = float(s @ (M * s))
+    sMd = float(s @ (M * d))
+    dMd = float(d @ (M * d))
+    rad = max(sMd * sMd + dMd * (delta * delta - sMs), 0.0)
+    if sMd >= 0:
+        return (delta * delta - sMs) / (sMd + math.sqrt(rad))
+    return (math.sqrt(rad) - sMd) / dMd
+
+
+def _steihaug(ev, x, g, M, delta, eta, max_cg):
+    """Approximate minimiser of ``g.s + s.H s/2`` with ``||s||_M <= delta`` by truncated
+    preconditioned CG; returns ``(s, r = -g - H s, cg steps, on boundary)``."""
+    s = np.zeros_like(g)
+    r = -g
+    z = r / M
+    d = z.copy()
+    rz = float(r @ z)
+    stop = eta * math.sqrt(rz)
+    for i in range(max_cg):
+        if math.sqrt(max(rz, 0.0)) <= stop:
+            return s, r, i, False
+        Hd = ev.hv(x, d)
+        dHd = float(d @ Hd)
+        if dHd <= 0:  # not convex along d: go to the boundary
+            tau = _to_boundary(s, d, M, delta)
+            return s + tau * d, r - tau * Hd, i + 1, True
+        a = rz / dHd
+        s_new = s + a * d
+        if math.sqrt(float(s_new @ (M * s_new))) >= delta:
+            tau = _to_boundary(s, d, M, delta)
+            return s + tau * d, r - tau * Hd, i + 1, True
+        s = s_new
+        r = r - a * Hd
+        z = r / M
+        rz_new = float(r @ z)
+        d = z + (rz_new / rz) * d
+        rz = rz_new
+    return s, r, max_cg, False
+
+
+def _newton_cg(ev, x, tol, max_iter, memory, callback, max_cg=250):
+    eta0, eta1, eta2 = 1e-4, 0.25, 0.75
+    sigma1, sigma2, sigma3 = 0.25, 0.5, 4.0
+    tr = _Track(ev, tol, max_iter, callback)
+    f, g = ev.fg(x)
+    if not math.isfinite(f):
+        raise UsageError("minimize: the objective is not finite at x0")
+    gmax, _ = tr.record(0, x, f, g)
+    g0max = max(gmax, np.finfo(float).tiny)
+    if gmax <= tol:
+        return tr.result(x, f, gmax, 0, True, f"max |grad| <= tol ({tol:g})")
+    delta = None
+    M = None
+    for k in range(1, max_iter + 1):
+        if M is None:  # Jacobi preconditioner at the current iterate
+            if ev._hd is not None:  # LIBLINEAR's mix: pure Jacobi costs 2-40x more CG steps (measured)
+                M = (1.0 - _PC_MIX) + _PC_MIX * np.maximum(ev.hd(x), 0.0)
+            else:
+                M = np.ones_like(x)
+            if delta is None:  # LIBLINEAR: ||g||, here in the preconditioned norm
+                delta = math.sqrt(float(g @ (g / M)))
+        eta = min(0.1, math.sqrt(gmax / g0max))
+        s, r, _, _ = _steihaug(ev, x, g, M, delta, eta, min(max_cg, x.size + 1))
+        gs = float(g @ s)
+        prered = -0.5 * (gs - float(s @ r))
+        x_new = x + s
+        f_new, g_new = ev.fg(x_new)
+        actred = f - f_new
+        snorm = math.sqrt(float(s @ (M * s)))
+        if k == 1 and delta > snorm:
+            delta = snorm
+        curv = f_new - f - gs
+        step = sigma3 if curv <= 0 else max(sigma1, -0.5 * (gs / curv))
+        if actred < eta0 * prered:
+            delta = min(step * snorm, sigma2 * delta)
+        elif actred < eta1 * prered:
+            delta = max(sigma1 * delta, min(step * snorm, sigma2 * delta))
+        elif actred < eta2 * prered:
+            delta = max(sigma1 * delta, min(step * snorm, sigma3 * delta))
+        else:
+            delta = max(delta, min(step * snorm, sigma3 * delta))
+        accepted = actred > eta0 * prered
+        if accepted:
+            f_old = f
+            x, f, g = x_new, f_new, g_new
+            M = None
+        gmax, stop = tr.record(k, x, f, g)
+        if gmax <= tol:
+            return tr.result(x, f, gmax, k, True, f"max |grad| <= tol ({tol:g})")
+        if accepted and _no_progress(f_old, f):
+            return tr.result(x, f, gmax, k, True, "relative decrease of F <= 64 eps")
+        small = _FTOL * max(abs(f), 1.0)
+        if not accepted and abs(prered) <= small and abs(actred) <= small:
+            return tr.result(x, f, gmax, k, True, "predicted decrease of F <= 64 eps relative")
+        if stop:
+            return tr.result(x, f, gmax, k, False, "stopped by callback")
+    return tr.result(x, f, gmax, max_iter, False, f"max_iter ({max_iter}) reached")
+
+
+# ----------------------------------------------------------------------------- L-BFGS
+
+
+def _cubic_min(a, fa, da, b, fb, db):
+    """Minimiser of the cubic interpolating (a, fa, da), (b, fb, db), or None."""
+    d1 = da + db - 3.0 * (fa - fb) / (a - b)
+    rad = d1 * d1 - da * db
+    if rad < 0:
+        return None
+    d2 = math.copysign(math.sqrt(rad), b - a)
+    den = db - da + 2.0 * d2
+    if den == 0:
+        return None
+    t = b - (b - a) * (db + d2 - d1) / den
+    return t if math.isfinite(t) else None
+
+
+def _wolfe(ev, x, f0, d0, p, a1, c1=1e-4, c2=0.9, max_ls=30):
+    """Step ``a`` along ``p`` with the strong Wolfe conditions; returns ``(a, f, g)`` or None."""
+
+    def phi(a):
+        f, g = ev.fg(x + a * p)
+        return f, g, float(g @ p)
+
+    def zoom(lo, hi):
+        for _ in range(max_ls):
+            a_lo, f_lo, _, d_lo = lo
+            a_hi, f_hi, _, d_hi = hi
+            w = a_hi - a_lo
+            a = _cubic_min(a_lo, f_lo, d_lo, a_hi, f_hi, d_hi) if math.isfinite(f_hi) else None
+            lo_b, hi_b = min(a_lo, a_hi) + 0.1 * abs(w), max(a_lo, a_hi) - 0.1 * abs(w)
+            if a is None or not lo_b <= a <= hi_b:
+                a = a_lo + 0.5 * w
+            f, g, d = phi(a)
+            if f > f0 + c1 * a * d0 or f >= f_lo:
+                hi = (a, f, g, d)
+            else:
+                if abs(d) <= -c2 * d0:
+                    return a, f, g
+                if d * (a_hi - a_lo) >= 0:
+                    hi = lo
+                lo = (a, f, g, d)
+            if abs(hi[0] - lo[0]) <= 1e-16 * max(abs(lo[0]), 1e-300):
+                break
+        return (lo[0], lo[1], lo[2]) if lo[0] > 0 else None
+
+    prev = (0.0, f0, None, d0)
+    a = a1
+    for i in range(max_ls):
+        f, g, d = phi(a)
+        if f > f0 + c1 * a * d0 or (i > 0 and f >= prev[1]):
+            return zoom(prev, (a, f, g, d))
+        if abs(d) <= -c2 * d0:
+            return a, f, g
+        if d >= 0:
+            return zoom((a, f, g, d), prev)
+        prev = (a, f, g, d)
+        a *= 4.0
+    return (prev[0], prev[1], prev[2]) if prev[0] > 0 else None
+
+
+def _lbfgs(ev, x, tol, max_iter, memory, callback):
+    tr = _Track(ev, tol, max_iter, callback)
+    f, g = ev.fg(x)
+    if not math.isfinite(f):
+        raise UsageError("minimize: the objective is not finite at x0")
+    gmax, _ = tr.record(0, x, f, g)
+    if gmax <= tol:
+        return tr.result(x, f, gmax, 0, True, f"max |grad| <= tol ({tol:g})")
+    S, Y, rho = [], [], []
+    for k in range(1, max_iter + 1):
+        q = g.copy()  # two-loop recursion: p = -H g
+        al = []
+        for s, y, r in zip(reversed(S), reversed(Y), reversed(rho)):
+            a = r * float(s @ q)
+            al.append(a)
+            q -= a * y
+        if S:
+            q *= float(S[-1] @ Y[-1]) / float(Y[-1] @ Y[-1])
+        for (s, y, r), a in zip(zip(S, Y, rho), reversed(al)):
+            q += (a - r * float(y @ q)) * s
+        p = -q
+        d0 = float(g @ p)
+        if not d0 < 0:  # not a descent direction: restart from the gradient
+            S, Y, rho = [], [], []
+            p = -g
+            d0 = float(g @ p)
+        a1 = 1.0 if S else min(1.0, 1.0 / math.sqrt(-d0))
+        ls = _wolfe(ev, x, f, d0, p, a1)
+        if ls is None:
+            return tr.result(x, f, gmax, k - 1, False, "line search found no decrease (precision limit?)")
+        a, f_new, g_new = ls
+        s = a * p
+        y = g_new - g
+        sy = float(s @ y)
+        if sy > 1e-10 * float(y @ y) and sy > 0:
+            S.append(s)
+            Y.append(y)
+            rho.append(1.0 / sy)
+            if len(S) > memory:
+                S.pop(0), Y.pop(0), rho.pop(0)
+        f_old = f
+        x, f, g = x + s, f_new, g_new
+        gmax, stop = tr.record(k, x, f, g)
+        if gmax <= tol:
+            return tr.result(x, f, gmax, k, True, f"max |grad| <= tol ({tol:g})")
+        if _no_progress(f_old, f):
+            return tr.result(x, f, gmax, k, True, "relative decrease of F <= 64 eps")
+        if stop:
+            return tr.result(x, f, gmax, k, False, "stopped by callback")
+    return tr.result(x, f, gmax, max_iter, False, f"max_iter ({max_iter}) reached")
