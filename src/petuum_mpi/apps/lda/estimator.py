@@ -33,10 +33,11 @@ import os
 import time
 
 import numpy as np
+from sklearn.base import TransformerMixin
 
 from ...bosen import TableSpec
 from ...drivers import DataParallelEstimator
-from ...errors import ConfigError, UsageError
+from ...errors import ConfigError
 from ...estimator import InputError, Param
 from ...runtime import get_comm
 from . import kernels as lk
@@ -64,13 +65,15 @@ def _from_matrix(X, name: str):
     from sklearn.utils.validation import check_array
 
     try:
-        X = sp.csr_matrix(check_array(X, accept_sparse="csr", dtype=None, input_name=name))
+        X = sp.csr_matrix(check_array(X, accept_sparse="csr", dtype="numeric", input_name=name))
     except (ValueError, TypeError) as e:
         raise InputError(f"{name}: {e}") from None
     X.sum_duplicates()
     X.eliminate_zeros()
     data = X.data
-    if data.size and (data.dtype.kind not in "biuf" or np.any(data < 0) or np.any(data != np.round(data))):
+    if np.any(data < 0):
+        raise InputError(f"{name}: Negative values in data: word counts must be non-negative integers")
+    if np.any(data != np.round(data)):
         raise InputError(f"{name}: word counts must be non-negative integers")
     lens = np.diff(X.indptr)
     if np.any(lens == 0):
@@ -162,7 +165,7 @@ def warmup():
 
 
 # ----------------------------------------------------------------------------- estimator
-class LDA(DataParallelEstimator):
+class LDA(TransformerMixin, DataParallelEstimator):
     """Latent Dirichlet allocation by collapsed Gibbs sampling on the parameter server.
 
     ``fit(X, test=None)`` is collective: ``X`` is a bag-of-words dataset folder or the
@@ -424,8 +427,9 @@ class LDA(DataParallelEstimator):
 
     # -- using a fitted model ------------------------------------------------------
     def _check_fitted(self):
-        if not hasattr(self, "word_topic_counts_"):
-            raise UsageError("LDA: the model is not fitted (call fit or LDA.load first)")
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "word_topic_counts_", msg="LDA: the model is not fitted (call fit or LDA.load first)")
 
     def _local(self, X):
         self._check_fitted()
@@ -470,6 +474,12 @@ class LDA(DataParallelEstimator):
         m.vocab_ = [dec(w) for w in m.vocab_] if getattr(m, "vocab_", None) is not None else None
         m._set_model(m.word_topic_counts_, m.topic_counts_, m.word_topic_counts_.shape[0])
         return m
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.positive_only = True  # word counts
+        tags.input_tags.sparse = True
+        return tags
 
     def job_outputs(self, rundir) -> dict:
         """Job runs: the topics (log and ``topics.txt``) and the summary figures of LDA."""
