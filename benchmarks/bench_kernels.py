@@ -17,7 +17,7 @@ from numba import njit
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Bench  # noqa: E402
 
-from petuum_mpi.apps import lda_kernels as lk  # noqa: E402
+from petuum_mpi.apps.lda import kernels as lk  # noqa: E402
 from petuum_mpi.apps import mf_kernels as mk  # noqa: E402
 
 

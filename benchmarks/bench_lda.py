@@ -9,7 +9,7 @@ Rows (per K):
   final barrier, likelihood) vs. ``lda.LDA.fit`` on one core (whole fit);
   targets >= 2x at K = 50 and >= 5x at K = 1000;
 * per-token log p(w, z) after the same number of sweeps, both computed with the
-  same Griffiths-Steyvers formula (``lda_kernels.log_joint``) from the final
+  same Griffiths-Steyvers formula (``lda.kernels.log_joint``) from the final
   counts; ratio = ours - lda (>= 0 means at least as good);
 * the app's default sampler (``auto``: plain below ``AUTO_SPARSE_MIN_K`` topics, the
   exact SparseLDA sampler from there on; the row names the sampler that ran) vs. the
@@ -39,7 +39,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Bench  # noqa: E402
 
-from petuum_mpi.apps import lda_kernels as lk  # noqa: E402
+from petuum_mpi.apps.lda import kernels as lk  # noqa: E402
 from petuum_mpi.apps.lda import LDA, SAMPLERS  # noqa: E402
 from petuum_mpi.data import write_bow  # noqa: E402
 from petuum_mpi.data.synth import make_lda_corpus  # noqa: E402
@@ -116,7 +116,7 @@ def main():
             bench.barrier()
 
             def fit(c, sampler=a.sampler):
-                est = LDA(K, doc_topic_prior=ALPHA, topic_word_prior=BETA, max_iter=iters, sampler=sampler,
+                est = LDA(n_components=K, doc_topic_prior=ALPHA, topic_word_prior=BETA, max_iter=iters, sampler=sampler,
                           evaluate_every=0, clocks_per_iter=a.clocks_per_iter, consistency=a.consistency,
                           staleness=a.staleness, random_state=1,
                           comm=c)
@@ -172,7 +172,7 @@ def main():
 
 def kernel_sweeps(bench, X, N, K, iters, data):
     """plain / sparse / mh sweeps from the same random state, one process: CPU time per sweep."""
-    from petuum_mpi.apps.lda import _Corpus
+    from petuum_mpi.apps.lda.estimator import _Corpus
 
     c = _Corpus(X.indptr.astype(np.int64), X.indices.astype(np.int32), X.data.astype(np.int64), X.shape[1])
     tp, words, V, D = c.tok_ptr, c.words, c.n_words, c.n_docs

@@ -12,7 +12,7 @@ import pytest
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import chisquare
 
-from petuum_mpi.apps import lda_kernels as lk
+from petuum_mpi.apps.lda import kernels as lk
 
 
 def _planted(seed, K=6, V=60, D=300, L=60, a=0.3):

@@ -118,7 +118,7 @@ def _collect(cls) -> dict[str, Param]:
     out: dict[str, Param] = {}
     for base in reversed(cls.__mro__):
         out.update(base.__dict__.get("params", {}))
-    return out
+    return {n: p for n, p in out.items() if p is not None}  # ``name: None`` retires an inherited parameter
 
 
 def _make_init(names: Sequence[str], defaults: dict):
@@ -381,6 +381,8 @@ def job_app(cls, name: str | None = None) -> SimpleNamespace:
         ctx.rundir.save_model(*est.model_arrays())
         summary = {k: v for k, v in est.history_[-1].items() if k != "iter"} if est.history_ else {}
         summary["n_iter"] = int(getattr(est, "n_iter_", 0))
+        if hasattr(est, "job_outputs"):  # optional: extra files / log lines and summary figures of the app
+            summary.update(est.job_outputs(ctx.rundir))
         summary["telemetry"] = _plain(est.telemetry_)
         return summary
 

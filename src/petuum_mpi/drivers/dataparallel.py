@@ -176,6 +176,8 @@ class DataParallelEstimator(Estimator):
                       snapshot_dir=p.snapshot_dir)
         tables = self.tables(r)
         ps = r.ps = ParameterServer.from_config(engine, tables, comm)
+        if engine.get("keep_snapshots") is not None:  # [engine] keep_snapshots (from_config does not take it)
+            ps.keep_snapshots = int(engine["keep_snapshots"])
         ftab = self.figures_table or ps.tables[0]
         self.history_ = []
         with ps:
