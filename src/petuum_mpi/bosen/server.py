@@ -1,5 +1,11 @@
 """Bösen parameter server on one-sided MPI windows: the API (see docs/bosen.md).
 
+Every rank owns a shard of every table in one MPI window. ``inc`` coalesces
+deltas in an oplog; ``clock()`` ``Put``s them into per-origin mailboxes at their
+owners, which apply them whenever they enter the library. A read at clock ``c``
+waits until the owner has applied every origin's clocks ``< c - s`` and reads
+header and rows under a seqlock, adding this worker's unapplied deltas.
+
 This class validates arguments and delegates; the protocol lives in
 
 * :mod:`.window` - the MPI window (header, mailbox rings, shards), progress, shutdown
