@@ -1,18 +1,18 @@
 """The window header: named int64 fields at the start of every rank's window.
 
-=================  =============================================================
-``version``        seqlock: odd while the owner applies updates (readers retry)
-``clock``          the owner's clock
-``gate``           bsp: the owner finished its reads of clock ``gate - 1``
-``reserved``       unused
-``applied[p]``     every update of origin ``p`` from clocks ``< applied[p]`` is in
-                   the shard (a reader at clock ``c`` needs ``min_p >= c - s``)
-``consumed[p]``    bytes of ``p``'s mailbox ring the owner has applied (``p``
-                   reads it before reusing ring space)
-``consumed_seq[p]`` sequence number of ``p``'s last applied chunk (read-my-writes:
-                   ``p`` adds its later chunks to what it fetched)
-``written[p]``     bytes ``p`` has written into its ring (``p`` Puts it after the chunks)
-=================  =============================================================
+===================  ======================================================================
+``version``          seqlock: odd while the owner applies updates (readers retry)
+``clock``            the owner's clock
+``gate``             bsp: the owner finished its reads of clock ``gate - 1``
+``reserved``         unused
+``applied[p]``       every update of origin ``p`` from clocks ``< applied[p]`` is in the
+                     shard (a reader at clock ``c`` needs ``min_p >= c - s``)
+``consumed[p]``      bytes of ``p``'s mailbox ring the owner has applied (``p`` reads
+                     it before reusing ring space)
+``consumed_seq[p]``  sequence number of ``p``'s last applied chunk (read-my-writes:
+                     ``p`` adds its later chunks to what it fetched)
+``written[p]``       bytes ``p`` has written into its ring (``p`` Puts it after the chunks)
+===================  ======================================================================
 
 The owner writes its own header directly; other ranks ``Get`` it whole (or one
 field, at :meth:`Header.disp`) and ``Put`` only their own ``written[p]``.
