@@ -10,7 +10,9 @@ resumes from the newest intact one). A failed write (disk full...) removes the
 new checkpoint and leaves the older ones as they were; after a complete one,
 all but the newest ``ps.keep_snapshots`` are deleted (0 = keep all). Tables are
 stored by unit, so a snapshot can be resumed at a different rank count (the
-app state then comes from the same rank number if it exists).
+app state then comes from the same rank number if it exists). The server is
+reached only through its public API (``ps.shards()``, ``ps.clock_value``,
+``ps.comm``, ``ps.me``, ``ps.P``, ``ps.snapshot_dir``).
 """
 
 from __future__ import annotations
