@@ -89,6 +89,17 @@ class Layout:
         return (rows.astype(np.int64)[:, None] * self.nb + np.arange(self.nb, dtype=np.int64)).ravel()
 
 
+def by_owner(units: np.ndarray, P: int) -> list[tuple[int, np.ndarray]]:
+    """``units`` (sorted) split by owning rank: ``[(rank, its units, sorted), ...]``, non-empty only."""
+    if P == 1:
+        return [(0, units)]
+    own = units % P
+    order = np.argsort(own, kind="stable")
+    su, so = units[order], own[order]
+    bounds = np.searchsorted(so, np.arange(P + 1))
+    return [(o, su[bounds[o] : bounds[o + 1]]) for o in range(P) if bounds[o + 1] > bounds[o]]
+
+
 def validate_spec(spec: Any) -> TableSpec:
     if isinstance(spec, dict):
         try:

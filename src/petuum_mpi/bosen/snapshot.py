@@ -10,7 +10,9 @@ resumes from the newest intact one). A failed write (disk full...) removes the
 new checkpoint and leaves the older ones as they were; after a complete one,
 all but the newest ``ps.keep_snapshots`` are deleted (0 = keep all). Tables are
 stored by unit, so a snapshot can be resumed at a different rank count (the
-app state then comes from the same rank number if it exists).
+app state then comes from the same rank number if it exists). The server is
+reached only through its public API (``ps.shards()``, ``ps.clock_value``,
+``ps.comm``, ``ps.me``, ``ps.P``, ``ps.snapshot_dir``).
 """
 
 from __future__ import annotations
@@ -102,10 +104,10 @@ def _write_shard(path: str, ps, state) -> str:
     def fill(f):
         f.attrs["clock"] = ps.clock_value
         f.attrs["rank"] = ps.me
-        for t in ps._tables:
+        for t in ps.shards():
             g = f.create_group("tables/" + t.name)
-            g.create_dataset("units", data=t.lay.owned_units(ps.me))
-            g.create_dataset("data", data=np.asarray(t.shard))
+            g.create_dataset("units", data=t.layout.owned_units(ps.me))
+            g.create_dataset("data", data=np.asarray(t.data))
         if state:
             g = f.create_group("app")
             for k, v in state.items():
@@ -185,8 +187,8 @@ def write_snapshot(ps, state) -> str:
             "files": [f"shard-{r:05d}.h5" for r in range(ps.P)],
             "sha256": {f"shard-{r:05d}.h5": h for r, (_, h) in enumerate(results)},
             "tables": {
-                t.name: {"rows": t.lay.rows, "cols": t.lay.cols, "dtype": str(t.dtype), "bw": t.lay.bw}
-                for t in ps._tables
+                t.name: {"rows": t.layout.rows, "cols": t.layout.cols, "dtype": str(t.layout.dtype), "bw": t.layout.bw}
+                for t in ps.shards()
             },
         }
         try:
@@ -304,42 +306,44 @@ def read_snapshot(ps, path: str | None):
         return None
     with open(os.path.join(d, MANIFEST)) as fh:
         man = json.load(fh)
-    for t in ps._tables:
+    shards = ps.shards()
+    for t in shards:
+        lay = t.layout
         m = man["tables"].get(t.name)
-        if m is None or (m["rows"], m["cols"], m["dtype"]) != (t.lay.rows, t.lay.cols, str(t.dtype)):
+        if m is None or (m["rows"], m["cols"], m["dtype"]) != (lay.rows, lay.cols, str(lay.dtype)):
             raise collective(DataError(f"{d}: table {t.name!r} in the snapshot is {m}, expected "
-                                       f"rows={t.lay.rows} cols={t.lay.cols} dtype={t.dtype}"))
+                                       f"rows={lay.rows} cols={lay.cols} dtype={lay.dtype}"))
     state = None
     full = {}
     try:
         for r, fn in enumerate(man["files"]):
             with h5py.File(os.path.join(d, fn), "r") as f:
-                for t in ps._tables:
+                for t in shards:
                     g = f["tables/" + t.name]
                     units = g["units"][:]
                     bw_old = man["tables"][t.name]["bw"]
-                    if bw_old == t.lay.bw:
+                    if bw_old == t.layout.bw:
                         mine = units % ps.P == ps.me
                         if mine.any():
-                            t.shard[units[mine] // ps.P] = g["data"][:][mine]
+                            t.data[units[mine] // ps.P] = g["data"][:][mine]
                     else:  # other block width (other rank count): go through full rows
                         if t.name not in full:
-                            nb_old = -(-t.lay.cols // bw_old)
-                            full[t.name] = np.zeros((t.lay.rows * nb_old, bw_old), dtype=t.dtype)
+                            nb_old = -(-t.layout.cols // bw_old)
+                            full[t.name] = np.zeros((t.layout.rows * nb_old, bw_old), dtype=t.layout.dtype)
                         full[t.name][units] = g["data"][:]
                 if r == ps.me and "app" in f:
                     state = {k: f["app"][k][()] for k in f["app"]}
     except (OSError, KeyError) as e:  # intact files that do not hold this layout (or an old, unchecked one)
         why = os_problem(e) if isinstance(e, OSError) else f"missing {e}"
         raise DataError(f"{os.path.join(d, fn)}: cannot read the snapshot ({why})") from None
-    for t in ps._tables:
+    for t in shards:
         if t.name in full:
-            lay = t.lay
+            lay = t.layout
             rowsv = full[t.name].reshape(lay.rows, -1)[:, : lay.cols]
-            new = np.zeros((lay.rows, lay.width), dtype=t.dtype)
+            new = np.zeros((lay.rows, lay.width), dtype=lay.dtype)
             new[:, : lay.cols] = rowsv
             own = lay.owned_units(ps.me)
-            t.shard[own // ps.P] = new.reshape(lay.n_units, lay.bw)[own]
+            t.data[own // ps.P] = new.reshape(lay.n_units, lay.bw)[own]
     return int(man["clock"]), state
 
 

@@ -1,10 +1,43 @@
-"""Per-table counters of the parameter server (staleness, waiting, traffic)."""
+"""Counters of the parameter server (global and per table) and their reports."""
 
 from __future__ import annotations
 
 import numpy as np
 
 HIST_BINS = 32  # staleness 0..30 and ">= 31"
+_SUMMED = ("msgs", "bytes_sent", "bytes_fetched", "gets", "chunks_applied", "torn_reads", "deferred_sends")
+
+
+def new_counters() -> dict:
+    """The global counters of one rank (``stats()`` reports them as they are)."""
+    return {"wait_s": 0.0, "msgs": 0, "bytes_sent": 0, "bytes_fetched": 0, "gets": 0, "chunks_applied": 0,
+            "straggler_sleep_s": 0.0, "torn_reads": 0, "deferred_sends": 0, "snapshots": 0}
+
+
+def rank_stats(rank: int, clock: int, elapsed: float, g: dict, tables) -> dict:
+    """``stats()`` of one rank: the counters ``g`` and every table's."""
+    out = {"rank": rank, "clock": clock, "elapsed_s": elapsed, **g}
+    out["tables"] = {t.name: t.stats.as_dict(elapsed, clock) for t in tables}
+    return out
+
+
+def merge_ranks(allst: list[dict], names: list[str]) -> dict:
+    """``stats_all()``: the ``stats()`` of every rank merged (tables ``names``)."""
+    out = {"ranks": len(allst), "clock_min": min(s["clock"] for s in allst), "per_rank": allst}
+    for k in ("wait_s", "straggler_sleep_s"):
+        out[k + "_max"] = max(s[k] for s in allst)
+    for k in _SUMMED:
+        out[k] = sum(s[k] for s in allst)
+    out["tables"] = {n: merge([s["tables"][n] for s in allst]) for n in names}
+    return out
+
+
+def figures(stats: dict, table: str) -> dict:
+    """Headline figures of one rank for an app's metrics row: staleness of
+    ``table``'s reads (mean, max), time spent waiting, bytes and messages sent."""
+    t = stats["tables"][table]
+    return {"staleness_mean": t["staleness_mean"], "staleness_max": t["staleness_max"], "wait_s": stats["wait_s"],
+            "bytes_sent": stats["bytes_sent"], "msgs": stats["msgs"]}
 
 
 class TableStats:
