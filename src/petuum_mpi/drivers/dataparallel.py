@@ -160,6 +160,7 @@ class DataParallelEstimator(Estimator):
     def fit(self, X, y=None, *, test=None, callback=None):
         """Fit (collective, any rank count): ``X`` a dataset folder or full arrays on every rank."""
         from ..bosen import ParameterServer
+        from ..bosen.snapshot import DEFAULT_KEEP
 
         p = self._check_params()
         comm = get_comm(p.comm)
@@ -176,6 +177,7 @@ class DataParallelEstimator(Estimator):
                       snapshot_dir=p.snapshot_dir)
         tables = self.tables(r)
         ps = r.ps = ParameterServer.from_config(engine, tables, comm)
+        ps.keep_snapshots = engine.get("keep_snapshots", DEFAULT_KEEP)  # [engine] keep_snapshots
         ftab = self.figures_table or ps.tables[0]
         self.history_ = []
         with ps:
