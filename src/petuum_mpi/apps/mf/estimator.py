@@ -15,11 +15,12 @@ import time
 
 import numpy as np
 from sklearn.base import RegressorMixin
+from sklearn.exceptions import NotFittedError
 
 from ...bosen import TableSpec
 from ...drivers import DataParallelEstimator
 from ...errors import DataError, UsageError
-from ...estimator import Param, _is_path
+from ...estimator import InputError, Param, _is_path
 from ...params import check_param
 from . import kernels as K
 
@@ -69,28 +70,28 @@ def _triples(R, y, n_users, n_items, where="ratings"):
     if y is not None:
         X = np.asarray(R)
         if X.ndim != 2 or X.shape[1] != 2:
-            raise DataError(f"{where}: with y, X must be (n, 2) pairs of (user, item) ids, got shape {X.shape}")
+            raise InputError(f"{where}: with y, X must be (n, 2) pairs of (user, item) ids, got shape {X.shape}")
         R = (X[:, 0], X[:, 1], y)
     if not (isinstance(R, (tuple, list)) and len(R) == 3):
         raise UsageError(f"{where}: expected a dataset path, a tuple (users, items, values), or (user, item) "
                          "pairs with y")
     u, i, v = (np.asarray(a) for a in R)
     if not (u.shape == i.shape == v.shape) or u.ndim != 1:
-        raise DataError(f"{where}: users, items, values must be 1-D of equal length, got {u.shape}, {i.shape}, "
+        raise InputError(f"{where}: users, items, values must be 1-D of equal length, got {u.shape}, {i.shape}, "
                         f"{v.shape}")
     for name, a in (("users", u), ("items", i)):
         if a.size and a.dtype.kind not in "iu":
-            raise DataError(f"{where}: {name} must be integer ids, got dtype {a.dtype}")
+            raise InputError(f"{where}: {name} must be integer ids, got dtype {a.dtype}")
     v = v.astype(np.float64)
     if not np.isfinite(v).all():
-        raise DataError(f"{where}: rating {v[~np.isfinite(v)][0]} at triple {int(np.flatnonzero(~np.isfinite(v))[0])}")
+        raise InputError(f"{where}: rating {v[~np.isfinite(v)][0]} at triple {int(np.flatnonzero(~np.isfinite(v))[0])}")
     nu = int(u.max()) + 1 if n_users is None and u.size else int(n_users or 0)
     ni = int(i.max()) + 1 if n_items is None and i.size else int(n_items or 0)
     for name, a, n in (("user", u, nu), ("item", i, ni)):
         bad = (a < 0) | (a >= n)
         if bad.any():
             p = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{where}: unknown {name} id {int(a[p])} (ids must be in [0, {n})) at triple {p}")
+            raise InputError(f"{where}: unknown {name} id {int(a[p])} (ids must be in [0, {n})) at triple {p}")
     return u.astype(np.int64), i.astype(np.int32), v, nu, ni
 
 
@@ -324,7 +325,7 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
     # -- use ----------------------------------------------------------------------------
     def _require(self):
         if not hasattr(self, "item_factors_"):
-            raise UsageError("MatrixFactorization: call fit() (or load()) before predicting")
+            raise _NotFitted("MatrixFactorization: call fit() (or load()) before predicting")
 
     def predict(self, users, items=None):
         """Predicted ratings of the pairs ``(users[t], items[t])``, or of the rows of an
@@ -366,6 +367,10 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         """Root mean squared error of the model on the given ratings (not collective)."""
         p = self.predict(np.asarray(users), np.asarray(items))
         return float(np.sqrt(np.mean((np.asarray(values, dtype=np.float64) - p) ** 2)))
+
+
+class _NotFitted(UsageError, NotFittedError):
+    """predict before fit (scikit-learn's NotFittedError too)."""
 
 
 def _read_user_block(snapshot_dir, clk, lo, hi, U, bu):
