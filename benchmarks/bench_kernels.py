@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Bench  # noqa: E402
 
 from petuum_mpi.apps.lda import kernels as lk  # noqa: E402
-from petuum_mpi.apps import mf_kernels as mk  # noqa: E402
+from petuum_mpi.apps.mf import kernels as mk  # noqa: E402
 
 
 @njit(cache=True)

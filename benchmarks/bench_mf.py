@@ -26,7 +26,7 @@ model's test MSE).
 
 Rows:
 * updates/s per rank of the app (``issue`` run, PS get/inc/clock included) vs the plain
-  single-process kernel ``mf_kernels.sgd_pass`` on the same rank's ratings in the same
+  single-process kernel ``mf.kernels.sgd_pass`` on the same rank's ratings in the same
   layout (users grouped, shuffled), no parameter server: the ratio is the PS overhead.
 * time (training seconds, evaluation excluded, first epoch whose test RMSE is below the
   target) to 1.05 x noise on ``low`` and to 1.03 x oracle on ``issue`` (SGD on the MAP
@@ -50,7 +50,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Bench  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
-from petuum_mpi.apps import mf_kernels as K  # noqa: E402
+from petuum_mpi.apps.mf import kernels as K  # noqa: E402
 from petuum_mpi.apps.mf import MatrixFactorization  # noqa: E402
 
 p = argparse.ArgumentParser()
@@ -170,8 +170,8 @@ def app_kwargs():
 
 def run_app(u, i, v, te, c):
     hist = []
-    m = MatrixFactorization(consistency="ssp", staleness=1, comm=c, **app_kwargs())
-    m.fit((u[~te], i[~te], v[~te]), a.users, a.items, test=(u[te], i[te], v[te]), on_clock=hist.append)
+    m = MatrixFactorization(consistency="ssp", staleness=1, n_users=a.users, n_items=a.items, comm=c, **app_kwargs())
+    m.fit((u[~te], i[~te], v[~te]), test=(u[te], i[te], v[te]), callback=hist.append)
     return m, hist
 
 

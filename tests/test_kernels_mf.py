@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from petuum_mpi.apps import mf_kernels as mk
+from petuum_mpi.apps.mf import kernels as mk
 
 
 def _lowrank(seed, n_users=300, n_items=200, rank=4, density=0.6, noise=0.5, nonneg=False):

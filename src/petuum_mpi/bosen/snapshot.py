@@ -347,6 +347,20 @@ def read_snapshot(ps, path: str | None):
     return int(man["clock"]), state
 
 
+def app_states(snapshot_dir: str, clock: int):
+    """Yield ``(shard path, app state)`` of every rank's shard of checkpoint ``clock``, in rank
+    order: the state is a dict of h5py datasets (slice them to read; valid until the next
+    shard). For apps that re-cut per-rank state when resuming at another rank count."""
+    import h5py
+
+    d = os.path.join(snapshot_dir, f"ckpt-{clock:08d}")
+    with open(os.path.join(d, MANIFEST)) as fh:
+        files = json.load(fh)["files"]
+    for fn in files:
+        with h5py.File(os.path.join(d, fn), "r") as f:
+            yield os.path.join(d, fn), (dict(f["app"]) if "app" in f else {})
+
+
 def remove_snapshots(snapshot_dir: str) -> None:
     """Delete every checkpoint folder (used by tests and benchmarks)."""
     if os.path.isdir(snapshot_dir):

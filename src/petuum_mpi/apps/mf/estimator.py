@@ -1,0 +1,393 @@
+"""Matrix factorization by data-parallel SGD on the Bösen parameter server.
+
+Model ``r_ui ~ mu + b_u + c_i + U_u . V_i``. Ratings are split across ranks by user
+(each rank reads a contiguous block of users with all their ratings), so the user
+factors ``U`` and biases ``b_u`` are local; the item factors ``V`` and biases ``c``
+are parameter-server tables. A clock: read ``V`` and ``c``, run the SGD kernel
+(:func:`.kernels.sgd_pass`) over one chunk of my ratings (grouped by user, so the
+user row stays in cache) and ``inc`` the item deltas, scaled by ``delta_scaling``.
+``nonneg=True`` gives NMF by projection. See docs/apps.md.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from sklearn.base import RegressorMixin
+from sklearn.exceptions import NotFittedError
+
+from ...bosen import TableSpec
+from ...drivers import DataParallelEstimator
+from ...errors import DataError, UsageError
+from ...estimator import InputError, Param, _is_path
+from ...params import check_param
+from . import kernels as K
+
+__all__ = ["MatrixFactorization"]
+
+
+def warmup():
+    for dt in (np.float32, np.float64):
+        u, i, r = np.array([0, 1], np.int32), np.array([1, 0], np.int32), np.array([1.0, 2.0])
+        U, V, b = np.ones((2, 2), dt), np.ones((2, 2), dt), np.zeros(2, dt)
+        for nn in (False, True):
+            K.sgd_pass(u, i, r, U, V, b, b.copy(), 0.0, 0.01, 0.01, 0.01, True, nn)
+        K.sse(u, i, r, U, V, b, b, 0.0, True)
+
+
+def _delta_scale(eta_h, n, m, mode="sequential"):
+    """Factor for each worker's delta of an item rated ``n`` times per clock by ``m``
+    workers (``eta_h`` = step x curvature). On a quadratic, each worker's pass covers
+    ``1 - exp(-X / m)`` of the distance to the item's optimum (``X = eta_h n``), so the
+    plain sum covers ``M = m (1 - exp(-X / m))``.
+
+    ``mode="sequential"``: ``(1 - exp(-X)) / M``, the move of one sequential pass over all
+    ``n`` ratings (tends to ``1 / m`` for large ``X``). ``mode="clip"``: ``min(1, 1 / M)``,
+    the sum never moves past the optimum (no overshoot) and is left alone otherwise.
+    Both are 1 for ``m <= 1`` or ``X = 0``."""
+    X = eta_h * n
+    mm = np.maximum(m, 1.0)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        M = -mm * np.expm1(-X / mm)
+        a = -np.expm1(-X) / M if mode == "sequential" else np.minimum(1.0, 1.0 / M)
+    return np.where((m > 1) & (X > 0), a, 1.0)
+
+
+def _holdout_mask(ids: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """True for the cells held out: a hash of the cell id and ``seed`` (independent of the rank count)."""
+    if fraction <= 0:
+        return np.zeros(ids.shape[0], dtype=bool)
+    h = (ids.astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)) * np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(31)
+    h *= np.uint64(0x94D049BB133111EB)
+    h ^= h >> np.uint64(29)
+    return (h >> np.uint64(11)).astype(np.float64) / float(2**53) < fraction
+
+
+def _triples(R, y, n_users, n_items, where="ratings"):
+    """Validate full ratings: a tuple ``(users, items, values)``, or ``(n, 2)`` id pairs and ``y``."""
+    if y is not None:
+        X = np.asarray(R)
+        if X.ndim != 2 or X.shape[1] != 2:
+            raise InputError(f"{where}: with y, X must be (n, 2) pairs of (user, item) ids, got shape {X.shape}")
+        R = (X[:, 0], X[:, 1], y)
+    if not (isinstance(R, (tuple, list)) and len(R) == 3):
+        raise UsageError(f"{where}: expected a dataset path, a tuple (users, items, values), or (user, item) "
+                         "pairs with y")
+    u, i, v = (np.asarray(a) for a in R)
+    if not (u.shape == i.shape == v.shape) or u.ndim != 1:
+        raise InputError(f"{where}: users, items, values must be 1-D of equal length, got {u.shape}, {i.shape}, "
+                        f"{v.shape}")
+    for name, a in (("users", u), ("items", i)):
+        if a.size and a.dtype.kind not in "iu":
+            raise InputError(f"{where}: {name} must be integer ids, got dtype {a.dtype}")
+    v = v.astype(np.float64)
+    if not np.isfinite(v).all():
+        raise InputError(f"{where}: rating {v[~np.isfinite(v)][0]} at triple {int(np.flatnonzero(~np.isfinite(v))[0])}")
+    nu = int(u.max()) + 1 if n_users is None and u.size else int(n_users or 0)
+    ni = int(i.max()) + 1 if n_items is None and i.size else int(n_items or 0)
+    for name, a, n in (("user", u, nu), ("item", i, ni)):
+        bad = (a < 0) | (a >= n)
+        if bad.any():
+            p = int(np.flatnonzero(bad)[0])
+            raise InputError(f"{where}: unknown {name} id {int(a[p])} (ids must be in [0, {n})) at triple {p}")
+    return u.astype(np.int64), i.astype(np.int32), v, nu, ni
+
+
+class MatrixFactorization(RegressorMixin, DataParallelEstimator):
+    """Matrix factorization ``r_ui ~ mu + b_u + c_i + U_u . V_i`` by SGD on the parameter server.
+
+    ``fit(X, y=None, *, test=None, callback=None)`` (collective): ``X`` is a ratings dataset
+    folder, a tuple ``(users, items, values)`` of all ratings on every rank, or ``(n, 2)``
+    (user, item) id pairs with the ratings ``y``; ``test`` likewise (else ``holdout``).
+    Each rank trains on a block of users. ``predict(users, items)`` or ``predict(pairs)``,
+    ``recommend(user, k)``, ``rmse(users, items, values)``.
+
+    Attributes: ``user_factors_`` (n_users, K), ``item_factors_`` (n_items, K), ``user_bias_``,
+    ``item_bias_``, ``mean_``, ``n_iter_`` (epochs), ``train_rmse_``, ``test_rmse_``,
+    ``updates_per_s_``, ``train_time_``, ``history_``, ``telemetry_``.
+    """
+
+    app_name = "mf"
+    params = {
+        "n_components": Param(10, int, lo=0, doc="rank K of the factorization (0 = biases only)"),
+        "lam": Param(0.02, float, lo=0, doc="L2 penalty of the factors (per rating, Funk style)"),
+        "lam_bias": Param(0.0, float, lo=0, doc="L2 penalty of the biases"),
+        "use_bias": Param(True, bool, doc="global mean (fixed) + user and item biases"),
+        "nonneg": Param(False, bool, doc="non-negative factors (NMF by projection; factors start >= 0)"),
+        "eta0": Param(0.02, float, lo=0, lo_open=True, doc="initial step size"),
+        "decay": Param(0.05, float, lo=0, doc="step of epoch e: eta0 / (1 + decay e)^power"),
+        "power": Param(1.0, float, lo=0, doc="exponent of the step-size decay"),
+        "max_iter": Param(30, int, lo=1, doc="epochs"),
+        "tol": Param(None, float, lo=0, doc="unused: MF runs max_iter epochs"),
+        "delta_scaling": Param("auto", str, choices=("auto", "sequential", "none"),
+                               doc="combine workers' item deltas: auto = sum clipped so it never overshoots; "
+                                   "sequential = as one sequential pass; none = plain sum (docs/apps.md)"),
+        "init_scale": Param(0.1, float, lo=0, doc="std of the initial factors (absolute value for NMF)"),
+        "dtype": Param("float32", str, choices=("float32", "float64"), doc="factor precision"),
+        "holdout": Param(0.0, float, lo=0, hi=1, hi_open=True,
+                         doc="fraction of ratings held out for test RMSE (when no test set is given)"),
+        "n_users": Param(None, int, lo=0, job=False, doc="users of array input (default: largest id + 1)"),
+        "n_items": Param(None, int, lo=0, job=False, doc="items of array input (default: largest id + 1)"),
+    }
+    figures_table = "V"
+    warmup = warmup
+
+    # -- data ---------------------------------------------------------------------------
+    def read(self, r, X, y):
+        p = r.p
+        if _is_path(X):
+            from ...data import read_ratings
+
+            part = read_ratings(str(X), r.comm)
+            u, i, v = part.users.astype(np.int64), part.items, part.values
+            lo, hi, nu, ni = part.user_start, part.user_stop, part.n_users, part.n_items
+        else:
+            u, i, v, nu, ni = _triples(X, y, p.n_users, p.n_items)
+            lo, hi = r.rank * nu // r.size, (r.rank + 1) * nu // r.size
+            m = (u >= lo) & (u < hi)
+            order = np.argsort(u[m], kind="stable")
+            u, i, v = u[m][order], i[m][order], v[m][order]
+        r.lo, r.hi, self.n_users_, self.n_items_ = lo, hi, nu, ni
+        r.u, r.i, r.v, r.te = u, i, v, None
+
+    def read_test(self, r, test):
+        """Test ratings of my users (every rank reads the whole test set, then filters)."""
+        nu, ni = self.n_users_, self.n_items_
+        if _is_path(test):
+            from ...data import open_dataset
+            from ...data.reader import read_rows
+
+            ds = open_dataset(str(test))
+            if ds.kind != "ratings":
+                raise DataError(f"{test}: is a {ds.kind!r} dataset, not ratings")
+            if ds.n_cols != ni or ds.n_rows != nu:
+                raise DataError(f"{test}: test set is {ds.n_rows} users x {ds.n_cols} items, training set "
+                                f"{nu} x {ni}")
+            blk = read_rows(ds, 0, ds.n_rows)
+            u = np.repeat(np.arange(ds.n_rows, dtype=np.int64), np.diff(blk["ptr"]))
+            i, v = blk["idx"], blk["val"].astype(np.float64)
+        else:
+            X, y = test if isinstance(test, (tuple, list)) and len(test) == 2 else (test, None)
+            u, i, v, _, _ = _triples(X, y, nu, ni, "test")
+        m = (u >= r.lo) & (u < r.hi)
+        r.te = (u[m], i[m].astype(np.int32), v[m])
+
+    def tables(self, r):
+        p = r.p
+        dt, Kc, ni = np.dtype(p.dtype), p.n_components, self.n_items_
+        V0 = p.init_scale * np.random.default_rng([r.seed, 11]).standard_normal((ni, Kc))
+        if p.nonneg:
+            V0 = np.abs(V0)
+        return [TableSpec("V", ni, max(Kc, 1), dt.name, init=V0 if Kc else 0), TableSpec("c", 1, ni, dt.name)]
+
+    # -- local state --------------------------------------------------------------------
+    def _setup(self, r):
+        """Regroup my ratings (users in a random order, each user's ratings shuffled), cut the
+        clocks' chunks at user boundaries; item counts over all workers (for delta_scaling)."""
+        p, ni, nl = r.p, self.n_items_, r.hi - r.lo
+        u, i, v, te = r.u, r.i, r.v, r.te
+        if not r.has_test and p.holdout > 0:  # hash of the (user, item) cell: independent of the rank count
+            m = _holdout_mask(u * np.int64(ni) + i.astype(np.int64), p.holdout, r.seed)
+            te, u, i, v = (u[m], i[m], v[m]), u[~m], i[~m], v[~m]
+        rng = np.random.default_rng([r.seed, r.rank, 3])
+        uperm = rng.permutation(nl)
+        rank_of_user = np.empty(nl, dtype=np.int64)
+        rank_of_user[uperm] = np.arange(nl)
+        order = np.argsort(rank_of_user[u - r.lo] * (u.size + 1) + rng.permutation(u.size), kind="stable")
+        r.ul, r.il, r.vl = (u[order] - r.lo).astype(np.int32), i[order].astype(np.int32), v[order]
+        n_loc = r.ul.size
+        cnt_i = np.bincount(r.il, minlength=ni).astype(np.float64)
+        s = r.allreduce(np.concatenate(([r.vl.sum(), n_loc, 0 if te is None else te[0].size], cnt_i, cnt_i > 0)))
+        r.n_tr, r.n_te = int(s[1]), int(s[2])
+        if r.n_tr == 0:
+            raise DataError("no training ratings")
+        r.item_n, r.item_m = s[3:3 + ni], s[3 + ni:]
+        r.scale = p.delta_scaling != "none" and bool((r.item_m > 1).any())
+        r.mode = "sequential" if p.delta_scaling == "sequential" else "clip"
+        r.user_n = np.bincount(r.ul, minlength=nl).astype(np.float64)  # my ratings per local user
+        r.mu = float(s[0] / r.n_tr) if p.use_bias else 0.0
+        if te is not None:
+            r.te = ((te[0] - r.lo).astype(np.int32), te[1].astype(np.int32), te[2])
+        cpe = p.clocks_per_epoch
+        starts = np.concatenate(([0], np.flatnonzero(np.diff(r.ul)) + 1, [n_loc])).astype(np.int64)
+        r.cuts = [0] + [int(starts[np.searchsorted(starts, k * n_loc // cpe)]) if n_loc else 0
+                        for k in range(1, cpe)] + [n_loc]
+        dt = np.dtype(p.dtype)
+        r.U = p.init_scale * np.random.default_rng([r.seed, r.rank, 5]).standard_normal((nl, p.n_components))
+        r.U = np.ascontiguousarray(np.abs(r.U) if p.nonneg else r.U, dtype=dt)
+        r.bu = np.zeros(nl, dt)
+        r.V, r.bi = np.zeros((ni, p.n_components), dt), np.zeros(ni, dt)
+        r.dV, r.dbi = np.zeros_like(r.V), np.zeros_like(r.bi)
+        r.t_train, r.t_open, r.n_upd, r.eta = 0.0, None, 0, None
+
+    def start(self, r):
+        self._setup(r)
+
+    def state(self, r):
+        return {"U": r.U, "bu": r.bu, "user_start": np.int64(r.lo)}
+
+    def restore(self, r, st):
+        """Collective. Same rank count: my shard's user block; otherwise my block is re-cut
+        from every shard of the snapshot."""
+        self._setup(r)
+        err = None
+        if st is not None and st["U"].shape == r.U.shape and int(st.get("user_start", r.lo)) == r.lo:
+            r.U[...], r.bu[...] = st["U"], st["bu"]
+        else:
+            try:
+                _read_user_block(r.p.snapshot_dir, r.ps.clock_value, r.lo, r.hi, r.U, r.bu)
+            except (DataError, OSError, KeyError) as e:
+                err = str(e)
+        if r.allreduce(float(err is not None)) > 0:
+            raise DataError(err or "resume: another rank could not restore its user factors")
+
+    # -- training -----------------------------------------------------------------------
+    def _read_items(self, r, keep=False):
+        """V and c from the tables into the local copies (``keep``: also remember them in dV, dbi)."""
+        p = r.p
+        if p.n_components:
+            r.V[...] = r.ps.get("V")
+            if p.nonneg:  # summed deltas of several workers can cross 0: project on read
+                np.maximum(r.V, 0, out=r.V)
+            if keep:
+                r.dV[...] = r.V  # the values read: the delta shipped is V - dV
+        if p.use_bias:
+            r.bi[...] = r.ps.get("c", 0)
+            if keep:
+                r.dbi[...] = r.bi
+
+    def _stop_timer(self, r):
+        if r.t_open is not None:  # a clock's time ends where the driver hands control back
+            r.t_train += time.perf_counter() - r.t_open
+            r.t_open = None
+
+    def step(self, r):
+        self._stop_timer(r)
+        r.t_open = time.perf_counter()
+        p, cpe, dt = r.p, r.p.clocks_per_epoch, np.dtype(r.p.dtype)
+        k = int(np.random.default_rng([r.seed, r.rank, r.epoch, 9]).permutation(cpe)[r.clock % cpe])
+        self._read_items(r, keep=True)
+        a, b = r.cuts[k], r.cuts[k + 1]
+        r.eta = eta = K.step_size(p.eta0, r.epoch, p.decay, p.power)
+        K.sgd_pass(r.ul[a:b], r.il[a:b], r.vl[a:b], r.U, r.V, r.bu, r.bi, r.mu, eta, p.lam, p.lam_bias,
+                   p.use_bias, p.nonneg)
+        r.n_upd += b - a
+        if p.n_components:
+            np.subtract(r.V, r.dV, out=r.dV)
+            if r.scale:
+                h = float(r.user_n @ np.einsum("uk,uk->u", r.U, r.U)) / max(r.ul.size, 1) + p.lam
+                r.dV *= _delta_scale(eta * h, r.item_n / cpe, r.item_m, r.mode).astype(dt)[:, None]
+            r.ps.inc("V", None, r.dV)
+        if p.use_bias:
+            np.subtract(r.bi, r.dbi, out=r.dbi)
+            if r.scale:
+                r.dbi *= _delta_scale(eta * (1.0 + p.lam_bias), r.item_n / cpe, r.item_m, r.mode).astype(dt)
+            r.ps.inc("c", 0, r.dbi)
+
+    def flush(self, r):
+        self._stop_timer(r)
+
+    def metrics(self, r):
+        self._stop_timer(r)
+        self._read_items(r)
+        p, te = r.p, r.te
+        sums = {"sse_train": K.sse(r.ul, r.il, r.vl, r.U, r.V, r.bu, r.bi, r.mu, p.use_bias)}
+        if te is not None:
+            sums["sse_test"] = K.sse(te[0], te[1], te[2], r.U, r.V, r.bu, r.bi, r.mu, p.use_bias)
+        return sums
+
+    def report(self, r, sums):
+        row = {"train_rmse": float(np.sqrt(sums["sse_train"] / r.n_tr))}
+        if r.te is not None and r.n_te > 0:
+            row["test_rmse"] = float(np.sqrt(sums["sse_test"] / r.n_te))
+        if r.eta is not None:
+            row["step_size"] = r.eta
+        row.update(train_time=r.t_train, updates_per_s=r.n_upd / max(r.t_train, 1e-12))
+        return row
+
+    def converged(self, r, prev, row):
+        return False
+
+    def finish(self, r):
+        self._read_items(r)
+        last = self.history_[-1]
+        self.train_rmse_, self.test_rmse_ = last["train_rmse"], last.get("test_rmse")
+        self.updates_per_s_, self.train_time_ = last["updates_per_s"], last["train_time"]
+        self.n_iter_ = -(-r.clock // r.p.clocks_per_epoch)  # epochs (started)
+        self.user_factors_ = r.gather_rows(r.U, r.lo, self.n_users_)
+        self.user_bias_ = r.gather_rows(r.bu, r.lo, self.n_users_)
+        self.item_factors_ = np.array(r.V, dtype=np.float64)
+        self.item_bias_ = np.array(r.bi, dtype=np.float64)
+        self.mean_ = r.mu
+
+    # -- use ----------------------------------------------------------------------------
+    def _require(self):
+        if not hasattr(self, "item_factors_"):
+            raise _NotFitted("MatrixFactorization: call fit() (or load()) before predicting")
+
+    def predict(self, users, items=None):
+        """Predicted ratings of the pairs ``(users[t], items[t])``, or of the rows of an
+        ``(n, 2)`` array of (user, item) ids (not collective)."""
+        self._require()
+        if items is None:
+            X = np.asarray(users)
+            if X.ndim != 2 or X.shape[1] != 2:
+                raise DataError(f"predict: expected (n, 2) pairs of (user, item) ids, got shape {X.shape}")
+            users, items = X[:, 0], X[:, 1]
+        u = np.atleast_1d(np.asarray(users)).astype(np.int64)
+        i = np.atleast_1d(np.asarray(items)).astype(np.int64)
+        if u.shape != i.shape:
+            raise DataError(f"users and items must have the same shape, got {u.shape} and {i.shape}")
+        nu, ni = self.user_factors_.shape[0], self.item_factors_.shape[0]
+        for name, a, n in (("user", u, nu), ("item", i, ni)):
+            bad = (a < 0) | (a >= n)
+            if bad.any():
+                raise DataError(f"unknown {name} id {int(a[bad][0])} (ids must be in [0, {n}))")
+        out = K.predict(u, i, self.user_factors_, self.item_factors_, self.user_bias_, self.item_bias_,
+                        float(self.mean_), bool(self.use_bias))
+        return out if np.ndim(users) else float(out[0])
+
+    def recommend(self, user, k=10, exclude=None):
+        """Top-``k`` items of ``user`` by predicted rating: ``(item_ids, scores)``, best first.
+        ``exclude``: item ids to skip (e.g. the ones already rated)."""
+        self._require()
+        nu = self.user_factors_.shape[0]
+        if not (isinstance(user, (int, np.integer)) and 0 <= user < nu):
+            raise DataError(f"unknown user id {user!r} (ids must be in [0, {nu}))")
+        k = check_param("k", k, int, lo=0)
+        ex = np.zeros(0, dtype=np.int64) if exclude is None else np.asarray(exclude, dtype=np.int64).ravel()
+        if ex.size and (ex.min() < 0 or ex.max() >= self.item_factors_.shape[0]):
+            raise DataError("exclude: item id out of range")
+        return K.top_k_items(np.ascontiguousarray(self.user_factors_[user]), self.item_factors_, self.item_bias_,
+                             float(self.user_bias_[user]), float(self.mean_), bool(self.use_bias), int(k), ex)
+
+    def rmse(self, users, items, values):
+        """Root mean squared error of the model on the given ratings (not collective)."""
+        p = self.predict(np.asarray(users), np.asarray(items))
+        return float(np.sqrt(np.mean((np.asarray(values, dtype=np.float64) - p) ** 2)))
+
+
+class _NotFitted(UsageError, NotFittedError):
+    """predict before fit (scikit-learn's NotFittedError too)."""
+
+
+def _read_user_block(snapshot_dir, clk, lo, hi, U, bu):
+    """Rows ``lo:hi`` of the user factors/biases from every shard of snapshot ``clk``."""
+    from ...bosen.snapshot import app_states
+
+    got = np.zeros(hi - lo, dtype=bool)
+    for path, app in app_states(snapshot_dir, clk):
+        if "user_start" not in app or "U" not in app:
+            raise DataError(f"{path}: no mf user factors in the snapshot (not an mf snapshot?)")
+        s0, n = int(app["user_start"][()]), app["U"].shape[0]
+        if app["U"].shape[1:] != U.shape[1:]:
+            raise DataError(f"{path}: saved user factors have rank {app['U'].shape[1]}, this model {U.shape[1]}")
+        a, b = max(lo, s0), min(hi, s0 + n)
+        if a < b:
+            U[a - lo:b - lo] = app["U"][a - s0:b - s0]
+            bu[a - lo:b - lo] = app["bu"][a - s0:b - s0]
+            got[a - lo:b - lo] = True
+    if not got.all():
+        raise DataError(f"{snapshot_dir}: no saved factors for user {lo + int(np.flatnonzero(~got)[0])} at clock {clk}")
