@@ -182,7 +182,7 @@ def test_precompute_gram_and_engine_agree(comm, kind, precompute):
 
 
 def test_gram_sparse_kernel_matches_scipy():
-    from petuum_mpi.apps import lasso_kernels as K
+    from petuum_mpi.apps.lasso import kernels as K
 
     X = sp.random(300, 80, density=0.05, random_state=3, format="csc")
     X[:, 7] = 0.0  # an empty column
@@ -197,7 +197,7 @@ def test_gram_sparse_kernel_matches_scipy():
 @pytest.mark.parametrize("alpha", [0.3, 0.03, 0.003])
 def test_gram_cd_active_set_reaches_sklearn_optimum(alpha):
     # gram_cd (full sweeps + compact active-set phases) on a working set = all columns
-    from petuum_mpi.apps import lasso_kernels as K
+    from petuum_mpi.apps.lasso import kernels as K
 
     rng = np.random.default_rng(5)
     n, p = 200, 60
