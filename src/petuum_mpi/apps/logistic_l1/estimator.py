@@ -140,14 +140,14 @@ class L1LogisticRegression(LinearClassifierMixin, ModelParallelEstimator):
     def _labels(self, r, X, y, yl, start, n):
         """+-1 labels of this rank's rows; ``classes_`` from all labels (a dataset's come from every rank)."""
         is_path = isinstance(X, (str, bytes)) or hasattr(X, "__fspath__")
-        y_all = r.gather_rows(yl, start, n) if is_path else y
+        y_all = r.gather_rows(yl, start, n) if is_path else np.asarray(y)
         try:
             ys = binary_labels(y_all, self)
         except InputError as e:
             if "Only binary" not in str(e):
                 raise
-            raise InputError(f"{type(self).__name__} is binary: needs exactly 2 classes in y, found "
-                             f"{np.unique(np.ravel(y_all)).size}") from None
+            raise InputError(f"{e} ({type(self).__name__} needs exactly 2 classes in y, found "
+                             f"{np.unique(np.ravel(y_all)).size})") from None
         return np.ravel(ys)[start:start + len(yl)]
 
     def fit(self, X, y=None, *, test=None, callback=None):
