@@ -182,7 +182,7 @@ def test_precompute_gram_and_engine_agree(comm, kind, precompute):
 
 
 def test_gram_sparse_kernel_matches_scipy():
-    from petuum_mpi.apps import lasso_kernels as K
+    from petuum_mpi.apps.lasso import kernels as K
 
     X = sp.random(300, 80, density=0.05, random_state=3, format="csc")
     X[:, 7] = 0.0  # an empty column
@@ -197,7 +197,7 @@ def test_gram_sparse_kernel_matches_scipy():
 @pytest.mark.parametrize("alpha", [0.3, 0.03, 0.003])
 def test_gram_cd_active_set_reaches_sklearn_optimum(alpha):
     # gram_cd (full sweeps + compact active-set phases) on a working set = all columns
-    from petuum_mpi.apps import lasso_kernels as K
+    from petuum_mpi.apps.lasso import kernels as K
 
     rng = np.random.default_rng(5)
     n, p = 200, 60
@@ -217,3 +217,24 @@ def test_gram_cd_active_set_reaches_sklearn_optimum(alpha):
     assert 0 <= gap <= 1e-12 * (y @ y) and abs(primal / n - fo) <= 1e-9 * fo
     np.testing.assert_allclose(q, X.T @ (y - X @ w), atol=1e-8)  # q kept consistent through the phases
     assert np.array_equal(w != 0, ref.coef_ != 0)
+
+
+@pytest.mark.parametrize("est", [Lasso(), ElasticNet()], ids=lambda e: type(e).__name__)
+def test_check_estimator(est):
+    """scikit-learn's check_estimator at one rank: every check passes."""
+    from sklearn.utils.estimator_checks import check_estimator
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_estimator(est)
+
+
+def test_declared_params_save_load(tmp_path):
+    X, y = dataset("dense")
+    assert "l1_ratio" not in Lasso().get_params() and ElasticNet().get_params()["l1_ratio"] == 0.5
+    m = ElasticNet(alpha=0.05, tol=1e-8).fit(X, y)
+    assert m.history_ and {"iter", "objective", "gap", "dual_gap"} <= set(m.history_[-1])
+    m.save(str(tmp_path / "m.h5"))
+    back = ElasticNet.load(str(tmp_path / "m.h5"))
+    assert back.get_params() == m.get_params()
+    np.testing.assert_array_equal(back.predict(X), m.predict(X))

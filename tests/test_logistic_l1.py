@@ -73,3 +73,12 @@ def test_dataset_path(comm, shared_tmp):
     fr = objective(X, y, ref.coef_, ref.intercept_, 0.5)
     assert abs(fo - fr) <= 1e-6 * fr
     np.testing.assert_allclose(m.coef_, ref.coef_, atol=1e-4)
+
+
+def test_check_estimator():
+    """scikit-learn's check_estimator at one rank: every check passes."""
+    from sklearn.utils.estimator_checks import check_estimator
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_estimator(L1LogisticRegression())

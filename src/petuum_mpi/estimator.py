@@ -244,13 +244,14 @@ def _is_path(X) -> bool:
     return isinstance(X, (str, os.PathLike))
 
 
-def local_rows(X, y=None, comm=None, layout: str = "csr", est=None, reset: bool = True):
+def local_rows(X, y=None, comm=None, layout: str = "csr", est=None, reset: bool = True, task: str | None = None):
     """This rank's contiguous block of rows: ``(X_local, y_local or None, row_start, n_rows)``.
 
     ``X`` is a dataset folder (read with :func:`~petuum_mpi.data.read_matrix`; its
     labels are ``y``) or the full array on every rank (validated with scikit-learn's
     rules; ``est`` records ``n_features_in_`` when ``reset``). Never densifies sparse
-    input; ``layout="dense"`` asks for a dense block.
+    input; ``layout="dense"`` asks for a dense block. ``task`` (``"regression"`` or
+    ``"classification"``) refuses a dataset folder of another task.
     """
     import scipy.sparse as sp
 
@@ -260,6 +261,10 @@ def local_rows(X, y=None, comm=None, layout: str = "csr", est=None, reset: bool 
     comm = get_comm(comm)
     if _is_path(X):
         part = read_matrix(str(X), comm, layout=layout)
+        if task is not None:
+            from .data.reader import require_task
+
+            require_task(part, task, type(est).__name__ if est is not None else "this app")
         if est is not None and reset:
             est.n_features_in_ = part.n_cols
         return part.X, part.y, part.row_start, part.n_rows

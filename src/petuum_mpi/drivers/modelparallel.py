@@ -84,7 +84,7 @@ class Sweeper:
     """Scheduler + engine + the sweep loop with undo-and-shrink (collective)."""
 
     def __init__(self, app, r, n_vars, costs=None, *, scheduler="cyclic", round_size=None, pipeline_depth=0,
-                 seed=0, sample=None, **sched_kw):
+                 seed=0, sample=None, serial_fusion=True, **sched_kw):
         from ..strads import Engine
         from ..strads.schedulers import make_scheduler
 
@@ -95,7 +95,7 @@ class Sweeper:
         self.U = int(round_size)
         self.sched = make_scheduler(scheduler, n_vars, self.U, pipeline_depth, seed, costs,
                                     sample=sample if r.rank == 0 else None, **sched_kw)
-        self.engine = Engine(AppAdapter(app, r), self.sched, r.comm, pipeline_depth)
+        self.engine = Engine(AppAdapter(app, r), self.sched, r.comm, pipeline_depth, serial_fusion)
         self.depth = int(pipeline_depth)
         self.rejected = 0
         r.allreduce = self.engine.allreduce
@@ -107,14 +107,19 @@ class Sweeper:
     def shrink(self) -> None:
         self.sched.set_round_size(max(1, self.sched.round_size // 2))
 
-    def solve(self, active, max_sweeps, progress, converged, record, monitor="objective", start=0):
-        """Sweep ``active`` until ``converged(row)`` or ``max_sweeps``; returns sweeps done."""
+    def solve(self, active, max_sweeps, progress, converged, record, monitor="objective", start=0, row=None):
+        """Sweep ``active`` until ``converged(row)`` or ``max_sweeps``; returns sweeps done.
+
+        ``row``: the figures at the start, when the caller has them already (e.g. from
+        a global check): then ``progress`` is not evaluated first and ``row`` is not recorded.
+        """
         active = np.ascontiguousarray(active, dtype=np.int64)
         self.sched.set_active(active)
         self.sched.set_round_size(min(self.U, max(1, len(active) // (2 + self.depth))))
-        row = progress()
-        row["iter"] = start
-        record(row)
+        if row is None:
+            row = progress()
+            row["iter"] = start
+            record(row)
         n, best, stall = start, np.inf, 0
         while not converged(row) and n < max_sweeps:
             saved = None if self.exact else self.app.state(self.r)
