@@ -129,7 +129,7 @@ class LogisticRegression(ClassifierMixin, DataParallelEstimator):
                           "+ inner_fraction of an epoch of steps); sgd: epochs"),
         "tol": Param(1e-4, float, lo=0, none_ok=True, doc="newton-cg / lbfgs: stop when max |grad F| <= tol "
                      "(scikit-learn's tol); svrg / sgd: stop when an evaluation lowers F by less than tol "
-                     "(relative); None: run max_iter"),
+                     "(relative); None (or 0 for svrg / sgd): run max_iter"),
         "memory": Param(10, int, lo=1, doc="lbfgs: correction pairs kept"),
         "learning_rate": Param("adagrad", str, choices=tuple(K.SCHEDULES), doc="sgd: step-size schedule"),
         "eta0": Param(None, float, lo=0, lo_open=True, doc="svrg / sgd: step size (None: svrg estimates it from "
@@ -279,6 +279,11 @@ class LogisticRegression(ClassifierMixin, DataParallelEstimator):
             row["step_size"] = r.eta
         return row
 
+    def converged(self, r, prev, row):
+        """svrg / sgd: an evaluation lowered F by less than tol (relative); tol 0 or None: never."""
+        tol = r.p.tol
+        return bool(tol) and prev is not None and prev["objective"] - row["objective"] < tol * abs(row["objective"])
+
     # ------------------------------------------------------------------ fit
     def fit(self, X, y=None, *, test=None, callback=None):
         """Fit (collective, any rank count): ``X`` a dataset folder or the full arrays on every rank;
@@ -296,7 +301,7 @@ class LogisticRegression(ClassifierMixin, DataParallelEstimator):
                                   f"sgd); solver {p.solver!r} has none")
             return self._fit_fullbatch(p, X, y, test, callback)
         super().fit(X, y, test=test, callback=callback)
-        if p.tol is not None and not self.telemetry_["converged"]:
+        if p.tol and not self.telemetry_["converged"]:
             warnings.warn(f"LogisticRegression: objective still decreasing by more than tol={p.tol} after "
                           f"max_iter={p.max_iter}; increase max_iter", convergence_warning(), stacklevel=2)
         return self
@@ -662,7 +667,8 @@ class LogisticRegression(ClassifierMixin, DataParallelEstimator):
 
     def predict(self, X):
         """Predicted class labels."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        Z = self._Z(X)
+        return self.classes_[(Z[:, 0] > 0).astype(np.intp) if Z.shape[1] == 1 else np.argmax(Z, axis=1)]
 
     def objective(self, X, y):
         """Training objective ``mean logloss + alpha/2 ||W||^2 + l1 ||W||_1`` on (X, y) (local, all rows)."""
