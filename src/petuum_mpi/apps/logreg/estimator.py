@@ -119,15 +119,15 @@ class LogisticRegression(ClassifierMixin, DataParallelEstimator):
 
     app_name = "logreg"
     params = {
-        "alpha": Param(1e-4, float, lo=0, doc="L2 penalty alpha/2 ||W||^2 (scikit-learn C = 1/(n alpha)); "
+        "alpha": Param(1e-4, float, lo=0, doc="L2 penalty alpha/2 ‖W‖² (scikit-learn C = 1/(n alpha)); "
                        "newton-cg / lbfgs need alpha > 0"),
-        "l1": Param(0.0, float, lo=0, doc="L1 penalty l1 ||W||_1: sgd only (proximal steps; or the l1_logistic app)"),
+        "l1": Param(0.0, float, lo=0, doc="L1 penalty l1 ‖W‖₁: sgd only (proximal steps; or the l1_logistic app)"),
         "fit_intercept": Param(True, bool, doc="fit unpenalised intercepts"),
         "solver": Param("newton-cg", str, choices=SOLVERS, doc="newton-cg / lbfgs: full batch, no step size; "
                         "svrg / sgd: data-parallel on the parameter server (huge n, few passes)"),
         "max_iter": Param(100, int, lo=1, doc="newton-cg / lbfgs: iterations; svrg: iterations (a snapshot pass "
                           "+ inner_fraction of an epoch of steps); sgd: epochs"),
-        "tol": Param(1e-4, float, lo=0, none_ok=True, doc="newton-cg / lbfgs: stop when max |grad F| <= tol "
+        "tol": Param(1e-4, float, lo=0, none_ok=True, doc="newton-cg / lbfgs: stop when max abs(grad F) <= tol "
                      "(scikit-learn's tol); svrg / sgd: stop when an evaluation lowers F by less than tol "
                      "(relative); None (or 0 for svrg / sgd): run max_iter"),
         "memory": Param(10, int, lo=1, doc="lbfgs: correction pairs kept"),
