@@ -82,6 +82,7 @@ class Param:
     doc: str = ""
     section: str = "model"
     job: bool = True
+    path: str | None = None  # a path in job files (Field.path: "file", "dir", "exists", "out")
 
     def check(self, name: str, value):
         if self.kind is None:
@@ -95,7 +96,7 @@ class Param:
 
         chk = (lambda v, p=self: _msg(p, v)) if self.hi_open else None  # a bound Field cannot express
         return Field(self.kind, default=self.default, help=self.doc, choices=self.choices, min=self.lo,
-                     max=self.hi, min_exclusive=self.lo_open, check=chk)
+                     max=self.hi, min_exclusive=self.lo_open, check=chk, path=self.path)
 
     def describe(self) -> str:
         kind = getattr(self.kind, "__name__", "any")

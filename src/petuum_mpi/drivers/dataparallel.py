@@ -109,7 +109,7 @@ class DataParallelEstimator(Estimator):
                              section=ENGINE),
         "staleness": Param(1, int, lo=0, doc="staleness bound s (ssp/essp)", section=ENGINE),
         "snapshot_every": Param(0, int, lo=0, doc="snapshot every N clocks (0 = never)", section=ENGINE),
-        "snapshot_dir": Param(None, str, doc="folder of snapshots", section=ENGINE),
+        "snapshot_dir": Param(None, str, doc="folder of snapshots", section=ENGINE, path="out"),
         "resume": Param(False, bool, doc="continue from the last snapshot in snapshot_dir", section=ENGINE),
         "engine_options": Param(None, None, doc="other [engine] keys (straggler, mailbox_mb)", job=False),
     }
