@@ -82,7 +82,9 @@ def holdout_mask(row_ids: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     global row id and ``seed`` (not on the rank count)."""
     if fraction <= 0:
         return np.zeros(row_ids.shape[0], dtype=bool)
-    h = (row_ids.astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)) * np.uint64(0xBF58476D1CE4E5B9)
+    with np.errstate(over="ignore"):  # the hash wraps around on purpose
+        s = np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+    h = (row_ids.astype(np.uint64) + s) * np.uint64(0xBF58476D1CE4E5B9)
     h ^= h >> np.uint64(31)
     h *= np.uint64(0x94D049BB133111EB)
     h ^= h >> np.uint64(29)
