@@ -1,4 +1,4 @@
-"""Full-batch logistic regression (petuum_mpi.fullbatch on apps.glm.LogisticLoss): time to reach
+"""Full-batch logistic regression (petuum_mpi.fullbatch on apps.logreg.glm.LogisticLoss): time to reach
 the optimum's objective within 1e-4 (and 1e-6) relative, against scikit-learn's lbfgs and Snap ML
 (1 and 2 threads, when `snapml` is importable), measured in the same run.
 
@@ -23,7 +23,7 @@ from mpi4py import MPI
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Bench  # noqa: E402
 
-from petuum_mpi.apps.glm import LogisticLoss, warmup  # noqa: E402
+from petuum_mpi.apps.logreg.glm import LogisticLoss, warmup  # noqa: E402
 from petuum_mpi.data.synth import make_classification, make_ill_conditioned_classification  # noqa: E402
 from petuum_mpi.fullbatch import minimize  # noqa: E402
 from petuum_mpi.runtime import warm_once  # noqa: E402

@@ -87,7 +87,7 @@ FITS = {
     "l1_logistic": "from petuum_mpi.apps.logistic_l1 import L1LogisticRegression\n"
                    "L1LogisticRegression(C=1.0, tol=1e-12).fit(X, yc, on_epoch=boom)",
     "logreg": "from petuum_mpi.apps.logreg import LogisticRegression\n"
-              "LogisticRegression(max_iter=50).fit(X, yc, on_clock=boom)",
+              "LogisticRegression(solver='sgd', max_iter=50).fit(X, yc, callback=boom)",
     "mf": "from petuum_mpi.apps.mf import MatrixFactorization\n"
           "MatrixFactorization(n_components=2, max_iter=50).fit(ratings, 20, 15, on_clock=boom)",
     "lda": "from petuum_mpi.apps.lda import LDA\nLDA(n_components=3, max_iter=50).fit(counts, callback=boom)",
@@ -298,7 +298,7 @@ def test_ctrl_c_in_petuum_mpi_run(n, tmp_path):
 LOADERS = {  # app module, its kernel warm-up function, a fit on a dataset folder
     "lasso": ("petuum_mpi.apps.lasso", "warm_once", lambda m, d: m.Lasso(alpha=0.1).fit(d)),
     "l1_logistic": ("petuum_mpi.apps.logistic_l1", "warm_once", lambda m, d: m.L1LogisticRegression().fit(d)),
-    "logreg": ("petuum_mpi.apps.logreg", "warm_once", lambda m, d: m.LogisticRegression().fit(d)),
+    "logreg": ("petuum_mpi.apps.logreg.estimator", "warm_once", lambda m, d: m.LogisticRegression().fit(d)),
     "mf": ("petuum_mpi.apps.mf", "warm_once", lambda m, d: m.MatrixFactorization().fit(d)),
     "lda": ("petuum_mpi.apps.lda", "compile_once", lambda m, d: m.LDA().fit(d)),
 }

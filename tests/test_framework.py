@@ -136,7 +136,7 @@ def test_contract_checked_on_first_round(comm):
 
 # ----------------------------------------------------------------------------- no MPI in apps
 # Existing apps that still call MPI directly: the porting phase removes them from this list.
-MPI_XFAIL = {"logreg.py"}
+MPI_XFAIL: set = set()
 MPI_CALL = re.compile(r"^\s*(import mpi4py|from mpi4py)|\bMPI\.|\bcomm\.(allreduce|Allreduce|Iallreduce|bcast|Bcast|"
                       r"allgather|Allgather|gather|Gather|scatter|Barrier|barrier|reduce|Reduce|send|Send|recv|Recv)\b"
                       r"|parallel\s*=\s*True")

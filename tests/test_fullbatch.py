@@ -1,5 +1,5 @@
 """Full-batch distributed optimisers (petuum_mpi.fullbatch) on the logistic loss
-(petuum_mpi.apps.glm): the optimum of scikit-learn on ill-conditioned data at any rank
+(petuum_mpi.apps.logreg.glm): the optimum of scikit-learn on ill-conditioned data at any rank
 count, the same result on every rank, honest convergence flags. Run at 1, 2, 4 ranks:
 
     mpiexec -n 4 python -m pytest --with-mpi -m mpi -q tests/test_fullbatch.py
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from petuum_mpi.apps.glm import LogisticLoss, warmup
+from petuum_mpi.apps.logreg.glm import LogisticLoss, warmup
 from petuum_mpi.data.synth import make_ill_conditioned_classification
 from petuum_mpi.errors import UsageError
 from petuum_mpi.fullbatch import minimize

@@ -6,7 +6,7 @@ import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, log_loss
 
-from petuum_mpi.apps import logreg_kernels as lk
+from petuum_mpi.apps.logreg import kernels as lk
 from petuum_mpi.errors import ConfigError
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import DataError, UsageError
+from ...errors import DataError, UsageError
 from . import glm_kernels as GK
 
 __all__ = ["LogisticLoss"]

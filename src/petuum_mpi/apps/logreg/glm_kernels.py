@@ -2,7 +2,7 @@
 product and Hessian diagonal, binary (sigmoid) and multinomial (softmax), on dense and
 CSR rows. No MPI: every kernel returns this rank's *sums* over its rows.
 
-Model as in :mod:`petuum_mpi.apps.logreg_kernels`: ``W`` is ``(n_features, C)``
+Model as in :mod:`petuum_mpi.apps.logreg.kernels`: ``W`` is ``(n_features, C)``
 float64 C-contiguous, ``b`` the ``(C,)`` intercepts; ``C == 1`` is binary
 (labels 0/1), ``C >= 2`` multinomial (labels ``0..C-1`` as floats).
 

@@ -495,7 +495,7 @@ class SGDState:
 
     def __init__(self, n_features, n_classes, schedule="invscaling", eta0=0.5, power_t=0.5, alpha=1e-4, l1=0.0,
                  fit_intercept=True, adagrad_init=0.1):
-        from ..errors import ConfigError
+        from ...errors import ConfigError
 
         if schedule not in SCHEDULES:
             raise ConfigError(f"schedule: must be one of {sorted(SCHEDULES)}, got {schedule!r}")

@@ -1,0 +1,22 @@
+"""Logistic regression: the estimator (:mod:`.estimator`: full-batch Newton-CG / L-BFGS,
+or SVRG / SGD on the Bösen parameter server), its Numba kernels (:mod:`.kernels`), the
+full-batch loss (:mod:`.glm`, :mod:`.glm_kernels`) and the job-file app."""
+
+from ...estimator import job_app
+from ...params import check_param as _check  # noqa: F401 - imported by apps/mf.py until its port
+from . import kernels
+from .estimator import SOLVERS, LogisticRegression, _is_path, holdout_mask  # noqa: F401 - _is_path: as _check
+
+_APP = job_app(LogisticRegression)
+SCHEMA, run_job = _APP.SCHEMA, _APP.run_job
+
+
+def __getattr__(name):  # ``ConvergenceWarning``, without importing scikit-learn's exceptions at import
+    if name == "ConvergenceWarning":
+        from ...errors import convergence_warning
+
+        return convergence_warning()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["LogisticRegression", "SOLVERS", "holdout_mask", "SCHEMA", "run_job", "kernels", "ConvergenceWarning"]
