@@ -82,6 +82,8 @@ def test_predict_proba_matches_numpy_and_roundtrip(tmp_path):
     P /= P.sum(1, keepdims=True)
     np.testing.assert_allclose(m.predict_proba(X), P, rtol=1e-10, atol=1e-12)
     assert (m.predict(X) == m.classes_[P.argmax(1)]).all()
+    m.save(str(tmp_path / "m3.h5"))  # string labels survive the model file
+    assert list(LogisticRegression.load(str(tmp_path / "m3.h5")).predict(X)) == list(m.predict(X))
     # binary: columns [1 - p, p]
     Xb, yb, _ = make_classification(300, 20, nnz=2000, seed=2)
     mb = LogisticRegression(alpha=1e-2, max_iter=5).fit(Xb, yb)

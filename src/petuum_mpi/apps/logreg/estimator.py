@@ -347,7 +347,7 @@ class LogisticRegression(ClassifierMixin, DataParallelEstimator):
         r.W_eval = W
         s = self._sums(r, W, b)
         keys = sorted(s)
-        red = dict(zip(keys, r.allreduce(np.array([float(s[k]) for k in keys]))))
+        red = dict(zip(keys, (float(v) for v in r.allreduce(np.array([float(s[k]) for k in keys])))))
         row = {"iter": res.n_iter, "epoch": passes[0], **self.report(r, red)}
         row.update(objective=res.fun, time=time.perf_counter() - t0, grad_max=res.grad_max)
         record(row)
