@@ -31,6 +31,7 @@ from ...drivers import ModelParallelEstimator, Run
 from ...errors import ConfigError, DataError, UsageError, convergence_warning
 from ...estimator import InputError, Param, local_rows
 from ...runtime import get_comm, warm_once
+from ...strads.engine import allreduce_sum
 from ...strads.glm import ENGINE_PARAMS, make_sweeper, regression_targets, require_fitted
 from . import kernels as K
 
@@ -390,6 +391,7 @@ class _EnetBase(RegressorMixin, ModelParallelEstimator):
         """(run, problem) of this rank's rows; bad input fails before the kernels load. Collective."""
         comm = get_comm(p.comm)
         r = Run(p=p, comm=comm, rank=comm.rank, size=comm.size, seed=p.random_state, costs=None)
+        r.allreduce = lambda x: allreduce_sum(x, comm)  # buffer Allreduce (the engine's, once it exists)
         r.X, yl, _, n = local_rows(X, y, comm, "csc", est=self, task="regression")
         if yl is None:
             if isinstance(X, (str, bytes)) or hasattr(X, "__fspath__"):

@@ -28,6 +28,7 @@ from ...drivers import ModelParallelEstimator, Run
 from ...errors import convergence_warning
 from ...estimator import InputError, Param, binary_labels, local_rows
 from ...runtime import get_comm, warm_once
+from ...strads.engine import allreduce_sum
 from ...strads.glm import ENGINE_PARAMS, make_sweeper
 from . import kernels as K
 
@@ -156,6 +157,7 @@ class L1LogisticRegression(LinearClassifierMixin, ModelParallelEstimator):
         p = self._check_params()
         comm = get_comm(p.comm)
         r = Run(p=p, comm=comm, rank=comm.rank, size=comm.size, seed=p.random_state, costs=None)
+        r.allreduce = lambda x: allreduce_sum(x, comm)  # buffer Allreduce (the engine's, once it exists)
         if y is None and not isinstance(X, (str, bytes)) and not hasattr(X, "__fspath__"):
             binary_labels(None, self)  # raises: y is required with arrays
         r.X, yl, start, n = local_rows(X, y, comm, "csc", est=self, task="classification")
