@@ -3,9 +3,8 @@ or SVRG / SGD on the Bösen parameter server), its Numba kernels (:mod:`.kernels
 full-batch loss (:mod:`.glm`, :mod:`.glm_kernels`) and the job-file app."""
 
 from ...estimator import job_app
-from ...params import check_param as _check  # noqa: F401 - imported by apps/mf.py until its port
 from . import kernels
-from .estimator import SOLVERS, LogisticRegression, _is_path, holdout_mask  # noqa: F401 - _is_path: as _check
+from .estimator import SOLVERS, LogisticRegression, holdout_mask
 
 _APP = job_app(LogisticRegression)
 SCHEMA, run_job = _APP.SCHEMA, _APP.run_job
