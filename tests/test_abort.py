@@ -58,10 +58,16 @@ def _script(tmp_path, body, prelude=True):
 
 def run_script(n, tmp_path, body, prelude=True, env=None):
     cmd = [MPIEXEC, "-n", str(n), sys.executable, _script(tmp_path, body, prelude)]
+    # own session, so a hung job is killed with all its ranks (no orphans spinning after the test)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(n, env),
+                         cwd=tmp_path, start_new_session=True)
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, env=_env(n, env), cwd=tmp_path)
+        out, err = p.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
         pytest.fail(f"{n} ranks: the job hung (no exit within {TIMEOUT} s)")
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
 
 
 def assert_one_traceback(p, n, text):
