@@ -89,13 +89,13 @@ def test_exception_before_fit_ends_the_job(n, tmp_path):
 
 
 FITS = {
-    "lasso": "from petuum_mpi.apps.lasso import Lasso\nLasso(alpha=0.01, tol=1e-12).fit(X, y, on_epoch=boom)",
+    "lasso": "from petuum_mpi.apps.lasso import Lasso\nLasso(alpha=0.01, tol=1e-12).fit(X, y, callback=boom)",
     "l1_logistic": "from petuum_mpi.apps.logistic_l1 import L1LogisticRegression\n"
-                   "L1LogisticRegression(C=1.0, tol=1e-12).fit(X, yc, on_epoch=boom)",
+                   "L1LogisticRegression(C=1.0, tol=1e-12).fit(X, yc, callback=boom)",
     "logreg": "from petuum_mpi.apps.logreg import LogisticRegression\n"
               "LogisticRegression(solver='sgd', max_iter=50).fit(X, yc, callback=boom)",
     "mf": "from petuum_mpi.apps.mf import MatrixFactorization\n"
-          "MatrixFactorization(n_components=2, max_iter=50).fit(ratings, 20, 15, on_clock=boom)",
+          "MatrixFactorization(n_components=2, max_iter=50, n_users=20, n_items=15).fit(ratings, callback=boom)",
     "lda": "from petuum_mpi.apps.lda import LDA\nLDA(n_components=3, max_iter=50).fit(counts, callback=boom)",
 }
 
@@ -199,7 +199,7 @@ def test_caught_exceptions_are_left_to_the_user(tmp_path):
         def stop(row):
             raise StopIteration("enough")
         try:
-            Lasso(alpha=0.01).fit(X, y, on_epoch=stop)   # every rank stops at its first epoch
+            Lasso(alpha=0.01).fit(X, y, callback=stop)   # every rank stops at its first epoch
         except StopIteration:
             print("caught on rank", comm.rank, flush=True)
         comm.Barrier()
@@ -302,11 +302,11 @@ def test_ctrl_c_in_petuum_mpi_run(n, tmp_path):
 
 # ------------------------------------------------- bad input before the kernels
 LOADERS = {  # app module, its kernel warm-up function, a fit on a dataset folder
-    "lasso": ("petuum_mpi.apps.lasso", "warm_once", lambda m, d: m.Lasso(alpha=0.1).fit(d)),
-    "l1_logistic": ("petuum_mpi.apps.logistic_l1", "warm_once", lambda m, d: m.L1LogisticRegression().fit(d)),
+    "lasso": ("petuum_mpi.apps.lasso.estimator", "warm_once", lambda m, d: m.Lasso(alpha=0.1).fit(d)),
+    "l1_logistic": ("petuum_mpi.apps.logistic_l1.estimator", "warm_once", lambda m, d: m.L1LogisticRegression().fit(d)),
     "logreg": ("petuum_mpi.apps.logreg.estimator", "warm_once", lambda m, d: m.LogisticRegression().fit(d)),
-    "mf": ("petuum_mpi.apps.mf", "warm_once", lambda m, d: m.MatrixFactorization().fit(d)),
-    "lda": ("petuum_mpi.apps.lda", "compile_once", lambda m, d: m.LDA().fit(d)),
+    "mf": ("petuum_mpi.drivers.dataparallel", "warm_once", lambda m, d: __import__("petuum_mpi.apps.mf", fromlist=["x"]).MatrixFactorization().fit(d)),
+    "lda": ("petuum_mpi.drivers.dataparallel", "warm_once", lambda m, d: __import__("petuum_mpi.apps.lda", fromlist=["x"]).LDA().fit(d)),
 }
 
 
