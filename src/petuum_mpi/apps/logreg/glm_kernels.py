@@ -28,6 +28,8 @@ import math
 import numpy as np
 from numba import njit
 
+from .kernels import _dot_row as _dot_csr  # the SGD kernels' 4-accumulator CSR row dot
+
 __all__ = ["fg_dense", "fg_csr", "hessp_dense", "hessp_csr", "diag_dense", "diag_csr"]
 
 
@@ -90,25 +92,6 @@ def _row_diag_weight(s, c):
     if s.shape[0] == 1:
         return s[0]
     return s[c] * (1.0 - s[c])
-
-
-@njit(cache=True, inline="always")
-def _dot_csr(p0, p1, indices, data, w):
-    m0 = 0.0
-    m1 = 0.0
-    m2 = 0.0
-    m3 = 0.0
-    p = p0
-    while p + 4 <= p1:
-        m0 += data[p] * w[indices[p]]
-        m1 += data[p + 1] * w[indices[p + 1]]
-        m2 += data[p + 2] * w[indices[p + 2]]
-        m3 += data[p + 3] * w[indices[p + 3]]
-        p += 4
-    while p < p1:
-        m0 += data[p] * w[indices[p]]
-        p += 1
-    return (m0 + m1) + (m2 + m3)
 
 
 # ----------------------------------------------------------------------------- CSR
