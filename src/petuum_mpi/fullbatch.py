@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import UsageError
-from .runtime import get_comm
+from .runtime import allreduce_sum, get_comm
 
 __all__ = ["Result", "minimize", "METHODS"]
 
@@ -74,16 +74,9 @@ class _Summed:
         self.buf = np.empty(n + 1)
         self.n_fev = 0
         self.n_hessp = 0
-        if self.P > 1:
-            from mpi4py import MPI
-
-            self._sum = MPI.SUM
-            self._in_place = MPI.IN_PLACE
 
     def _allreduce(self, buf):
-        if self.P > 1:
-            self.comm.Allreduce(self._in_place, buf, op=self._sum)
-        return buf
+        return allreduce_sum(buf, self.comm, out=buf)
 
     def fg(self, x):
         self.n_fev += 1

@@ -24,6 +24,8 @@ import sys
 import time
 import traceback
 
+import numpy as np
+
 from .errors import PetuumError
 
 def _setup_numba_cache_dir() -> None:
@@ -55,6 +57,35 @@ def get_comm(comm=None):
     from mpi4py import MPI
 
     return MPI.COMM_WORLD
+
+
+def allreduce_sum(x, comm=None, *, out=None):
+    """Sum over the ranks of ``comm``: a float for a scalar ``x``, else a float64 array
+    (a new array, or ``out`` when given, which may be ``x`` itself for an in-place sum).
+    One buffer ``Allreduce``; at one rank no MPI call is made. Inside a parameter-server
+    clock loop use ``ParameterServer.allreduce`` (it keeps serving the rank's shard)."""
+    comm = get_comm(comm)
+    if np.isscalar(x) or np.ndim(x) == 0:
+        v = float(x)
+        if comm.size == 1:
+            return v
+        a = np.array([v])
+        comm.Allreduce(_in_place(), a)
+        return float(a[0])
+    a = np.ascontiguousarray(x, dtype=np.float64)
+    if out is None:
+        out = a.copy()
+    elif out is not a:
+        np.copyto(out, a)
+    if comm.size > 1:
+        comm.Allreduce(_in_place(), out)
+    return out
+
+
+def _in_place():
+    from mpi4py import MPI
+
+    return MPI.IN_PLACE
 
 
 def is_root(comm=None) -> bool:

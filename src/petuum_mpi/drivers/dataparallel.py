@@ -31,7 +31,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..estimator import Estimator, Param, local_rows
-from ..runtime import get_comm, warm_once
+from ..runtime import allreduce_sum, get_comm, warm_once
 
 __all__ = ["DataParallelEstimator", "Run", "Contribution", "seed_from_root"]
 
@@ -41,7 +41,7 @@ class Run(SimpleNamespace):
 
     def allreduce(self, x):
         """Sum over ranks (serves the parameter server while waiting)."""
-        return self.ps.allreduce(x) if getattr(self, "ps", None) is not None else _allreduce(self.comm, x)
+        return self.ps.allreduce(x) if getattr(self, "ps", None) is not None else allreduce_sum(x, self.comm)
 
     def gather_rows(self, local, start, n_rows):
         """The full ``(n_rows, ...)`` array from each rank's block ``local`` of rows starting at ``start``."""
@@ -49,14 +49,6 @@ class Run(SimpleNamespace):
         full = np.zeros((n_rows,) + local.shape[1:])
         full[start:start + local.shape[0]] = local
         return self.allreduce(full.ravel()).reshape(full.shape) if self.size > 1 else full
-
-
-def _allreduce(comm, x):
-    if comm.size == 1:
-        return np.array(x, dtype=np.float64) if np.ndim(x) else float(x)
-    from mpi4py import MPI
-
-    return comm.allreduce(x, op=MPI.SUM) if np.isscalar(x) else comm.allreduce(np.asarray(x, np.float64))
 
 
 # ----------------------------------------------------------------------------- library patterns

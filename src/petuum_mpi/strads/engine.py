@@ -33,7 +33,7 @@ from collections import deque
 
 import numpy as np
 
-from ..runtime import get_comm
+from ..runtime import allreduce_sum, get_comm
 
 
 class Telemetry:
@@ -237,14 +237,3 @@ class Engine:
     def stats(self) -> dict:
         """Telemetry of all runs so far (rank 0's scheduler counters)."""
         return self.telemetry.as_dict(self.scheduler if self.rank == 0 else None)
-
-
-def allreduce_sum(x, comm=None) -> np.ndarray:
-    """Sum of a float64 array over the ranks of ``comm`` (a copy at one rank)."""
-    comm = get_comm(comm)
-    x = np.ascontiguousarray(x, dtype=np.float64)
-    if comm.size == 1:
-        return x.copy()
-    out = np.empty_like(x)
-    comm.Allreduce(x, out)
-    return out

@@ -31,7 +31,7 @@ from ...drivers import ModelParallelEstimator, Run
 from ...errors import ConfigError, DataError, UsageError, convergence_warning
 from ...estimator import InputError, Param, local_rows
 from ...runtime import get_comm, warm_once
-from ...strads.engine import allreduce_sum
+from ...runtime import allreduce_sum
 from ...strads.glm import ENGINE_PARAMS, make_sweeper, regression_targets, require_fitted
 from . import kernels as K
 

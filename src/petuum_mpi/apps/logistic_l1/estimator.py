@@ -28,7 +28,7 @@ from ...drivers import ModelParallelEstimator, Run
 from ...errors import convergence_warning
 from ...estimator import InputError, Param, binary_labels, local_rows
 from ...runtime import get_comm, warm_once
-from ...strads.engine import allreduce_sum
+from ...runtime import allreduce_sum
 from ...strads.glm import ENGINE_PARAMS, make_sweeper
 from . import kernels as K
 
