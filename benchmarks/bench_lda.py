@@ -18,6 +18,17 @@ Rows (per K):
 * with more than one rank: the same fit on rank 0 alone (sub-communicator)
   vs. all ranks -> speedup (``--no-speedup`` skips it).
 
+``--peers`` (one process; it starts the MPI fits itself): tomotopy (C++, 1 and 2
+threads, ``optim_interval=0``), the ``lda`` package (K <= ``--lda-max-k``) and ours at
+1 and 2 ranks (each ``mpiexec -n R`` in a fresh process), interleaved for ``--repeat``
+rounds, medians. tokens/s count the whole fit (ours: reading the shards, set-up,
+sweeps, final likelihood; tomotopy: ``train`` incl. its initialisation, not
+``add_doc``; lda: ``fit``). Every system is scored by the same function,
+log p(w | theta, phi) per token from its own point estimates
+``theta_d = (n_dk + a)/(L_d + K a)``, ``phi_k = (n_wk + b)/(n_k + V b)``::
+
+    .venv/bin/python benchmarks/bench_lda.py --peers --iters 10 --iters-1000 3 --repeat 3
+
 Run briefly (the baseline takes ~30 s per sweep at K = 1000)::
 
     .venv/bin/python benchmarks/bench_lda.py --iters 5 --iters-1000 2 --repeat 1
@@ -27,14 +38,18 @@ Run briefly (the baseline takes ~30 s per sweep at K = 1000)::
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+from numba import njit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Bench  # noqa: E402
@@ -66,8 +81,17 @@ def main():
     ap.add_argument("--staleness", type=int, default=1)
     ap.add_argument("--clocks-per-iter", type=int, default=0, help="PS clocks per sweep (0 = the app's auto: 1 on one rank, 4 on more)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the lda package")
+    ap.add_argument("--peers", action="store_true",
+                    help="one process: tomotopy 1/2 threads, lda package, ours at 1 and 2 ranks (mpiexec), interleaved")
+    ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2], help="--peers: our rank counts")
+    ap.add_argument("--lda-max-k", type=int, default=50, help="--peers: run the lda package up to this K")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)  # --peers: fit path K iters, write JSON here
     bench = Bench("lda", parser=ap)
     a = bench.args
+    if a.worker:
+        return worker(a)
+    if a.peers:
+        return peers(bench)
     comm = bench.comm
     logging.getLogger("lda").setLevel(logging.WARNING)
 
@@ -167,6 +191,149 @@ def main():
         bench.barrier()
         if bench.rank == 0 and tmp:
             shutil.rmtree(tmp, ignore_errors=True)
+    bench.finish()
+
+
+@njit(cache=True)
+def point_loglik(doc_ptr, words, theta, phi_wk):
+    """sum over tokens of log sum_k theta_dk phi_wk (theta: D x K, phi_wk: V x K)."""
+    s = 0.0
+    for d in range(doc_ptr.shape[0] - 1):
+        for i in range(doc_ptr[d], doc_ptr[d + 1]):
+            w = words[i]
+            acc = 0.0
+            for k in range(theta.shape[1]):
+                acc += theta[d, k] * phi_wk[w, k]
+            s += np.log(acc)
+    return s
+
+
+def _corpus(a):
+    doc_ptr, word_ids, counts, _, _ = make_lda_corpus(a.docs, a.words, 100, doc_length=a.doc_length, alpha=ALPHA,
+                                                      beta=BETA, seed=1)
+    return doc_ptr, word_ids, counts
+
+
+def worker(a):
+    """--peers child: our fit of a.k[0] topics on the shards at a.worker's folder; rank 0 writes JSON."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    out = a.worker
+    path, K = os.path.join(os.path.dirname(out), "corpus"), a.k[0]
+    iters = a.iters_1000 if K >= 1000 else a.iters
+    est = LDA(n_components=K, doc_topic_prior=ALPHA, topic_word_prior=BETA, max_iter=iters, sampler=a.sampler,
+              evaluate_every=0, clocks_per_iter=a.clocks_per_iter, consistency=a.consistency,
+              staleness=a.staleness, random_state=1, comm=comm)
+    comm.Barrier()
+    t0 = time.perf_counter()
+    est.fit(path)
+    comm.Barrier()
+    t = time.perf_counter() - t0
+    phi = np.ascontiguousarray(est.topic_word_.T)
+    ll = comm.allreduce(point_loglik(est.doc_ptr_, est.words_, est.doc_topic_, phi))
+    tel = getattr(est, "telemetry_", None) or {}
+    if comm.rank == 0:
+        with open(out, "w") as fh:
+            json.dump({"time": t, "ll": ll, "sampler": est.sampler_, "loglik_per_token": est.loglik_per_token_,
+                       "sweep_tokens_per_s_per_rank": est.sweep_tokens_per_s_per_rank_,
+                       "telemetry": {k: v for k, v in tel.items() if isinstance(v, (int, float))}}, fh)
+
+
+def peers(bench):
+    """tomotopy (1, 2 threads), lda package, ours at --ranks, interleaved; medians over --repeat rounds."""
+    import lda
+    import scipy.sparse as sp
+    import tomotopy as tp
+
+    from petuum_mpi.apps.lda.estimator import _Corpus
+
+    a = bench.args
+    if bench.size != 1:
+        sys.exit("bench_lda.py --peers: run it as one process (it starts mpiexec itself)")
+    tmp = tempfile.mkdtemp(prefix="bench_lda_")
+    try:
+        doc_ptr, word_ids, counts = _corpus(a)
+        write_bow(os.path.join(tmp, "corpus"), doc_ptr, word_ids, counts, a.words, n_shards=4)
+        c = _Corpus(doc_ptr, word_ids, counts, a.words)
+        N, D = c.n_tokens, c.n_docs
+        X = sp.csr_matrix((counts.astype(np.int64), word_ids, doc_ptr), shape=(D, a.words))
+        data = f"LDA corpus {D} docs, {a.words} words, {N / 1e6:.2f}M tokens"
+        t0 = time.perf_counter()
+        docs = [[str(w) for w in c.words[c.tok_ptr[d]:c.tok_ptr[d + 1]]] for d in range(D)]
+        print(f"  tomotopy corpus as word strings: {time.perf_counter() - t0:.1f} s (not counted)", flush=True)
+        mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+        print(f"  load: {os.getloadavg()}", flush=True)
+
+        def tomotopy(K, iters, workers):
+            m = tp.LDAModel(k=K, alpha=ALPHA, eta=BETA, seed=1)
+            m.optim_interval = 0
+            for dw in docs:
+                m.add_doc(dw)
+            t0 = time.perf_counter()
+            m.train(iters, workers=workers)
+            t = time.perf_counter() - t0
+            col = np.array([int(w) for w in m.used_vocabs], dtype=np.int64)
+            phi = np.full((a.words, K), 1.0)  # unused words never occur
+            phi[col] = np.array([m.get_topic_word_dist(k) for k in range(K)]).T
+            theta = np.array([d.get_topic_dist() for d in m.docs], dtype=np.float64)
+            return t, point_loglik(c.tok_ptr, c.words, theta, np.ascontiguousarray(phi))
+
+        def ldapkg(K, iters):
+            t0 = time.perf_counter()
+            m = lda.LDA(n_topics=K, n_iter=iters, alpha=ALPHA, eta=BETA, random_state=1, refresh=10**9).fit(X)
+            t = time.perf_counter() - t0
+            return t, point_loglik(c.tok_ptr, c.words, m.doc_topic_, np.ascontiguousarray(m.topic_word_.T))
+
+        def ours(K, ranks):
+            out = os.path.join(tmp, f"ours-{K}-{ranks}.json")
+            cmd = [mpiexec, "-n", str(ranks), sys.executable, os.path.abspath(__file__), "--worker", out,
+                   "--k", str(K), "--iters", str(a.iters), "--iters-1000", str(a.iters_1000), "--sampler", a.sampler,
+                   "--consistency", a.consistency, "--staleness", str(a.staleness),
+                   "--clocks-per-iter", str(a.clocks_per_iter)]
+            subprocess.run(cmd, check=True)
+            with open(out) as fh:
+                res = json.load(fh)
+            ours.info[(K, ranks)] = res
+            return res["time"], res["ll"]
+        ours.info = {}
+
+        for K in a.k:
+            iters = a.iters_1000 if K >= 1000 else a.iters
+            systems = [("tomotopy 1 thread", lambda: tomotopy(K, iters, 1)),
+                       ("tomotopy 2 threads", lambda: tomotopy(K, iters, 2))]
+            if not a.no_baseline and K <= a.lda_max_k:
+                systems.append(("lda package (1 core)", lambda: ldapkg(K, iters)))
+            systems += [(f"ours {R} rank{'s' if R > 1 else ''}", (lambda R=R: ours(K, R))) for R in a.ranks]
+            res = {name: [] for name, _ in systems}
+            for rnd in range(a.repeat):
+                for name, fn in systems:
+                    t, ll = fn()
+                    res[name].append((t, ll / N))
+                    print(f"  K={K} round {rnd}: {name}: {N * iters / t / 1e6:.3f} M tokens/s, "
+                          f"log p(w|theta,phi)/token {ll / N:.4f}, load {os.getloadavg()[0]:.1f}", flush=True)
+            tput = {n: N * iters / statistics.median(t for t, _ in v) for n, v in res.items()}
+            llt = {n: statistics.median(x for _, x in v) for n, v in res.items()}
+            ref = "tomotopy 1 thread"
+            for n in res:
+                info = ours.info.get((K, int(n.split()[1]))) if n.startswith("ours") else None
+                extra = f" [{info['sampler']}]" if info else ""
+                bench.row(f"LDA fit K={K}, {iters} sweeps: {n}{extra}", data=data, ranks=1,
+                          metric="tokens/s (whole fit, median)", value=tput[n], baseline=tput[ref],
+                          baseline_name=ref + " (same run)", target=">= 1x per core" if n.startswith("ours") else "")
+            for n in res:
+                bench.row(f"LDA K={K}, {iters} sweeps: {n} log p(w|theta,phi)/token", data=data, ranks=1,
+                          metric="loglik/token (median)", value=llt[n], baseline=llt[ref], baseline_name=ref,
+                          target="diff >= -0.01" if n.startswith("ours") else "", diff=llt[n] - llt[ref])
+                print(f"  K={K}: {n}: loglik/token - tomotopy = {llt[n] - llt[ref]:+.4f}", flush=True)
+            if len(a.ranks) > 1:
+                r1, r2 = (f"ours {R} rank{'s' if R > 1 else ''}" for R in a.ranks[:2])
+                bench.row(f"LDA fit K={K} speedup {a.ranks[0]} -> {a.ranks[1]} ranks", data=data, metric="speedup",
+                          value=tput[r2] / tput[r1], baseline=a.ranks[1] / a.ranks[0], baseline_name="ideal",
+                          target=">= 1.8x", ll_diff=llt[r2] - llt[r1])
+        print(f"  load: {os.getloadavg()}", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     bench.finish()
 
 
