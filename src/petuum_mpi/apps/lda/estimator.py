@@ -48,6 +48,8 @@ AUTO_SPARSE_MIN_K = 300
 
 SAMPLERS = ("auto", "mh", "plain", "sparse")
 
+_NO_DELTAS = np.zeros((0, 0), dtype=np.int32)  # sweep_plain: do not track the word-topic deltas
+
 
 # ----------------------------------------------------------------------------- corpus helpers
 def _expand(doc_ptr, word_ids, counts):
@@ -154,6 +156,7 @@ def warmup():
     dwk, dk = np.zeros_like(nwk), np.zeros_like(nk)
     lk.sweep_mh(dp, ww, zz, ndk, nwk, nk, nwk.copy(), *lk.build_word_index(ww, 2), dwk, dk, 0.1, 0.01, 1, 1)
     lk.sweep_plain(dp, ww, zz, ndk, nwk, nk, dwk, dk, 0.1, 0.01, 1)
+    lk.sweep_plain(dp, ww, zz, ndk, nwk, nk, _NO_DELTAS, dk, 0.1, 0.01, 1)
     lk.sweep_sparse(dp, ww, zz, ndk, nwk, nk, dwk, dk, *lk.build_word_lists(nwk, np.bincount(ww, minlength=2)),
                     0.1, 0.01, 1)
     lk.word_rows_loglik(nwk, 0.01)
@@ -272,6 +275,8 @@ class LDA(TransformerMixin, DataParallelEstimator):
         if r.kind == "sparse":  # occurrences of each word per chunk: capacity of the word lists
             r.occ = [np.bincount(c.words[c.tok_ptr[r.chunks[i]]:c.tok_ptr[r.chunks[i + 1]]], minlength=V)
                      for i in range(r.cpi)]
+        if r.kind == "plain":
+            r.base = np.zeros_like(r.nwk)
         r.changed, r.t_sweep, r.t_loop, r.t_end = 0, 0.0, None, None
         return [TableSpec("n_wk", V, K, "int32"), TableSpec("n_k", 1, K, "int64")]
 
@@ -321,8 +326,12 @@ class LDA(TransformerMixin, DataParallelEstimator):
         elif r.kind == "sparse":  # word lists rebuilt from the fresh copy: O(V_local K)
             r.changed += lk.sweep_sparse(*args, r.d_wk, r.d_k, *lk.build_word_lists(r.nwk, r.occ[k]), r.alpha,
                                          r.beta, s)
-        else:
-            r.changed += lk.sweep_plain(*args, r.d_wk, r.d_k, r.alpha, r.beta, s)
+        else:  # the word-topic deltas are n_wk minus the pulled copy (cheaper than tracking them per token)
+            r.changed += lk.sweep_plain(*args, _NO_DELTAS, r.d_k, r.alpha, r.beta, s)
+            if r.dense:
+                np.subtract(r.nwk, r.base, out=r.d_wk)
+            elif r.rows.size:
+                r.d_wk[r.rows] = r.nwk[r.rows] - r.base[r.rows]
         r.t_sweep += time.perf_counter() - ts
         self._push(r)
 
@@ -337,6 +346,11 @@ class LDA(TransformerMixin, DataParallelEstimator):
         elif r.rows.size:
             r.nwk[r.rows] = r.ps.get("n_wk", r.rows)
         np.copyto(r.nk, r.ps.get("n_k", 0))
+        if r.kind == "plain":  # the copy before the sweep, to take the deltas from
+            if r.dense:
+                np.copyto(r.base, r.nwk)
+            elif r.rows.size:
+                r.base[r.rows] = r.nwk[r.rows]
 
     @staticmethod
     def _push(r):
