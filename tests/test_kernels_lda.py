@@ -373,3 +373,35 @@ def test_plain_without_word_deltas_is_the_same_chain():
         np.testing.assert_array_equal(a.d_wk, b.n_wk - before)
         np.testing.assert_array_equal(a.d_k, b.d_k)
         assert not sentinel.any()
+
+
+@pytest.mark.parametrize("kind", ["plain", "sparse"])
+def test_token_draw_exact_when_sweeping_part_of_a_document(kind):
+    """A word block sweeps only some tokens of a document (the app's block-major layout):
+    the first token's draw still follows its exact conditional with all of the document's
+    counts (the sparse sampler must list the topics of the unswept tokens too)."""
+    doc_ptr, words, z0, n_dk0, n_wk0, n_k0 = _stale_state("listed")
+    part = np.array([0, 3], dtype=np.int64)  # tokens 0..2 of the 9-token document
+    alpha, beta = 0.1, 0.01
+    p = _conditional(z0, doc_ptr, words, n_dk0, n_wk0, n_k0, 0, alpha, beta)
+    occ = np.bincount(words[:3], minlength=n_wk0.shape[0])
+    K, n = n_wk0.shape[1], 20000
+    hits = np.zeros(K, np.int64)
+    for t in range(n):
+        z, n_dk, n_wk, n_k = z0.copy(), n_dk0.copy(), n_wk0.copy(), n_k0.copy()
+        d_wk, d_k = np.zeros_like(n_wk), np.zeros_like(n_k)
+        if kind == "sparse":
+            lk.sweep_sparse(part, words, z, n_dk, n_wk, n_k, d_wk, d_k, *lk.build_word_lists(n_wk, occ), alpha,
+                            beta, 5 + t)
+        else:
+            lk.sweep_plain(part, words, z, n_dk, n_wk, n_k, d_wk, d_k, alpha, beta, 5 + t)
+        hits[z[0]] += 1
+        assert np.array_equal(z[3:], z0[3:])
+    live = p * n >= 5
+    f_obs = np.append(hits[live], hits[~live].sum())
+    f_exp = np.append(p[live], p[~live].sum()) * n
+    if f_exp[-1] == 0:
+        assert f_obs[-1] == 0
+        f_obs, f_exp = f_obs[:-1], f_exp[:-1]
+    assert 0.5 * np.abs(hits / n - p).sum() < 0.02
+    assert chisquare(f_obs, f_exp).pvalue > 1e-4, (hits / n, p)

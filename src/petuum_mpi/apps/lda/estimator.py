@@ -196,9 +196,11 @@ class LDA(TransformerMixin, DataParallelEstimator):
                              "/token), mh (Metropolis-Hastings, O(1)/token, slower mixing), "
                              f"auto (plain if K < {AUTO_SPARSE_MIN_K}, else sparse)"),
         "mh_steps": Param(2, int, lo=1, doc="Metropolis-Hastings (doc, word) proposal pairs per token"),
-        "clocks_per_iter": Param(0, int, lo=0, doc="parameter-server clocks per sweep (the local documents are cut "
-                                 "into this many chunks; more = fresher counts, more communication); 0 = 1 on one "
-                                 "rank, 4 on more"),
+        "clocks_per_iter": Param(0, int, lo=0, doc="parameter-server clocks per sweep. plain/sparse: the vocabulary "
+                                 "is cut into this many word blocks (equal token counts) and at each clock every rank "
+                                 "samples its tokens of another block, so no two ranks change the same n_wk rows in a "
+                                 "clock; mh: the local documents are cut into this many chunks. 0 = the number of "
+                                 "ranks (plain/sparse), 1 on one rank and 4 on more (mh)"),
         "evaluate_every": Param(1, int, lo=0, doc="compute log p(w,z) every N sweeps (0 = only at the end)"),
         "perplexity_every": Param(0, int, lo=0, doc="held-out perplexity every N sweeps (0 = only at the end)"),
         "perplexity_iter": Param(20, int, lo=1, doc="fold-in Gibbs sweeps of document completion"),
@@ -217,7 +219,10 @@ class LDA(TransformerMixin, DataParallelEstimator):
         return self.sampler if self.sampler != "auto" else ("sparse" if K >= AUTO_SPARSE_MIN_K else "plain")
 
     def _cpi(self, comm) -> int:
-        return int(self.clocks_per_iter) or (1 if get_comm(comm).size == 1 else 4)
+        size = get_comm(comm).size
+        if self.clocks_per_iter:
+            return int(self.clocks_per_iter)
+        return 4 if size > 1 and self.sampler == "mh" else size
 
     def _check_params(self):
         p = super()._check_params()
@@ -267,28 +272,52 @@ class LDA(TransformerMixin, DataParallelEstimator):
         r.nk = np.zeros(K, dtype=np.int64)
         r.d_wk, r.d_k = np.zeros((V, K), dtype=np.int32), np.zeros(K, dtype=np.int64)  # this clock's deltas
         r.rows = np.unique(c.words).astype(np.int64)  # n_wk rows this rank reads and writes
-        r.dense = r.rows.size * 2 > V  # whole-table copies beat fancy indexing
         r.lo, r.hi = (V * r.rank) // r.size, (V * (r.rank + 1)) // r.size  # my log-likelihood row range
-        ch = np.searchsorted(c.tok_ptr, np.linspace(0, N, r.cpi + 1)).astype(np.int64)
-        ch[0], ch[-1] = 0, D
-        r.chunks = np.maximum.accumulate(ch)
-        if r.kind == "sparse":  # occurrences of each word per chunk: capacity of the word lists
-            r.occ = [np.bincount(c.words[c.tok_ptr[r.chunks[i]]:c.tok_ptr[r.chunks[i + 1]]], minlength=V)
-                     for i in range(r.cpi)]
+        r.blocks = r.kind != "mh"  # mh's doc proposal needs all of a document's tokens in one sweep
+        if r.blocks:
+            self._word_blocks(r)
+        else:
+            ch = np.searchsorted(c.tok_ptr, np.linspace(0, N, r.cpi + 1)).astype(np.int64)
+            ch[0], ch[-1] = 0, D
+            r.chunks = np.maximum.accumulate(ch)
         if r.kind == "plain":
             r.base = np.zeros_like(r.nwk)
         r.changed, r.t_sweep, r.t_loop, r.t_end = 0, 0.0, None, None
         return [TableSpec("n_wk", V, K, "int32"), TableSpec("n_k", 1, K, "int64")]
+
+    @staticmethod
+    def _word_blocks(r):
+        """Word blocks of about equal global token counts; the local tokens reordered
+        block-major, then by document (``r.wb`` block bounds, ``r.order`` token permutation,
+        ``r.bwords`` words in that order, ``r.bptr[b]`` block b's document pointers,
+        ``r.zb`` the assignments in that order, ``r.occ[b]`` word occurrences of block b)."""
+        c, B, V, D = r.corpus, r.cpi, r.V, r.corpus.n_docs
+        cnt = r.allreduce(np.bincount(c.words, minlength=V).astype(np.float64))
+        cum = np.cumsum(cnt)
+        wb = np.searchsorted(cum, np.arange(1, B) * (cum[-1] / B), side="left") + 1
+        r.wb = np.concatenate(([0], np.minimum(wb, V), [V])).astype(np.int64)
+        blk = np.searchsorted(r.wb, c.words, side="right") - 1
+        doc_of = np.repeat(np.arange(D, dtype=np.int64), np.diff(c.tok_ptr))
+        r.order = np.lexsort((doc_of, blk))  # stable: a document's tokens keep their order within a block
+        r.bwords = np.ascontiguousarray(c.words[r.order])
+        starts = np.zeros(B * D + 1, dtype=np.int64)
+        np.cumsum(np.bincount(blk * D + doc_of, minlength=B * D), out=starts[1:])
+        r.bptr = [starts[b * D:(b + 1) * D + 1] for b in range(B)]
+        r.zb = np.empty_like(r.z)
+        if r.kind == "sparse":  # occurrences of each word per block: capacity of the word lists
+            r.occ = [np.bincount(r.bwords[p[0]:p[-1]], minlength=V) for p in r.bptr]
 
     # -- the chain -----------------------------------------------------------------
     def start(self, r):
         c = r.corpus
         lk.init_assignments(c.tok_ptr, c.words, r.K, _seed(r.seed, r.rank, 1), r.z)
         lk.count_tables(c.tok_ptr, c.words, r.z, r.n_dk, r.d_wk, r.d_k)
-        self._push(r)
+        self._push(r, 0, r.V)
         self._mh_setup(r)
 
     def state(self, r):
+        if r.blocks:
+            r.z[r.order] = r.zb
         return {"z": r.z}
 
     def restore(self, r, state):
@@ -304,6 +333,8 @@ class LDA(TransformerMixin, DataParallelEstimator):
 
     @staticmethod
     def _mh_setup(r):
+        if r.blocks:
+            r.zb[:] = r.z[r.order]
         if r.kind == "mh":
             c = r.corpus
             r.m_wk = np.zeros_like(r.nwk)
@@ -316,54 +347,55 @@ class LDA(TransformerMixin, DataParallelEstimator):
         c, k = r.corpus, r.clock % r.cpi
         if k == 0:
             r.changed = 0
-        a, b = r.chunks[k], r.chunks[k + 1]
-        self._pull(r)
+        if r.blocks:  # this clock's word block: another one on every rank
+            bk = (k + r.rank) % r.cpi
+            lo, hi = r.wb[bk], r.wb[bk + 1]
+            args = (r.bptr[bk], r.bwords, r.zb, r.n_dk, r.nwk, r.nk)
+        else:
+            a, b = r.chunks[k], r.chunks[k + 1]
+            lo, hi, bk = 0, r.V, k
+            args = (c.tok_ptr[a:b + 1], c.words, r.z, r.n_dk[a:b], r.nwk, r.nk)
+        self._pull(r, lo, hi)
         ts = time.perf_counter()
         s = _seed(r.seed, r.rank, r.epoch, k, 2)
-        args = (c.tok_ptr[a:b + 1], c.words, r.z, r.n_dk[a:b], r.nwk, r.nk)
         if r.kind == "mh":
             r.changed += lk.sweep_mh(*args, r.m_wk, *r.index, r.d_wk, r.d_k, r.alpha, r.beta, r.p.mh_steps, s)
         elif r.kind == "sparse":  # word lists rebuilt from the fresh copy: O(V_local K)
-            r.changed += lk.sweep_sparse(*args, r.d_wk, r.d_k, *lk.build_word_lists(r.nwk, r.occ[k]), r.alpha,
+            r.changed += lk.sweep_sparse(*args, r.d_wk, r.d_k, *lk.build_word_lists(r.nwk, r.occ[bk]), r.alpha,
                                          r.beta, s)
         else:  # the word-topic deltas are n_wk minus the pulled copy (cheaper than tracking them per token)
             r.changed += lk.sweep_plain(*args, _NO_DELTAS, r.d_k, r.alpha, r.beta, s)
-            if r.dense:
-                np.subtract(r.nwk, r.base, out=r.d_wk)
-            elif r.rows.size:
-                r.d_wk[r.rows] = r.nwk[r.rows] - r.base[r.rows]
+            np.subtract(r.nwk[lo:hi], r.base[lo:hi], out=r.d_wk[lo:hi])
         r.t_sweep += time.perf_counter() - ts
-        self._push(r)
+        self._push(r, lo, hi)
 
     def flush(self, r):
         r.t_end = time.perf_counter()
 
     @staticmethod
-    def _pull(r):
-        """Local copy <- PS (rows of local words; the whole table when most rows are local)."""
-        if r.dense:
-            np.copyto(r.nwk, r.ps.get("n_wk", None))
-        elif r.rows.size:
-            r.nwk[r.rows] = r.ps.get("n_wk", r.rows)
+    def _pull(r, lo, hi):
+        """Local copy <- PS: the n_wk rows lo..hi of local words (all of them when most are
+        local), and n_k."""
+        rows = r.rows[(r.rows >= lo) & (r.rows < hi)]
+        if rows.size * 2 > hi - lo:
+            r.nwk[lo:hi] = r.ps.get("n_wk", slice(lo, hi))
+        elif rows.size:
+            r.nwk[rows] = r.ps.get("n_wk", rows)
         np.copyto(r.nk, r.ps.get("n_k", 0))
         if r.kind == "plain":  # the copy before the sweep, to take the deltas from
-            if r.dense:
-                np.copyto(r.base, r.nwk)
-            elif r.rows.size:
-                r.base[r.rows] = r.nwk[r.rows]
+            np.copyto(r.base[lo:hi], r.nwk[lo:hi])
 
     @staticmethod
-    def _push(r):
-        """inc this clock's deltas (only rows that changed) and zero them."""
-        ps, d_wk, rows = r.ps, r.d_wk, r.rows
-        if rows.size:
-            ch = rows[d_wk[rows].any(axis=1)] if not r.dense else np.flatnonzero(d_wk.any(axis=1))
-            if ch.size * 4 > 3 * d_wk.shape[0]:  # most rows changed: one contiguous inc is cheaper
-                ps.inc("n_wk", None, d_wk)
-                d_wk[:] = 0
-            elif ch.size:
-                ps.inc("n_wk", ch, d_wk[ch])
-                d_wk[ch] = 0
+    def _push(r, lo, hi):
+        """inc the deltas of rows lo..hi (only rows that changed) and n_k, and zero them."""
+        ps, d = r.ps, r.d_wk[lo:hi]
+        ch = np.flatnonzero(d.any(axis=1))
+        if ch.size * 4 > 3 * (hi - lo):  # most rows changed: one contiguous inc is cheaper
+            ps.inc("n_wk", slice(lo, hi), d)
+            d[:] = 0
+        elif ch.size:
+            ps.inc("n_wk", ch + lo, d[ch])
+            d[ch] = 0
         ps.inc("n_k", 0, r.d_k)
         r.d_k[:] = 0
 
@@ -415,6 +447,8 @@ class LDA(TransformerMixin, DataParallelEstimator):
         self.perplexity_ = last.get("perplexity")
         self.vocab_ = c.vocab
         self._set_model(r.ps.get("n_wk", None).copy(), r.ps.get("n_k", 0).copy(), r.V)
+        if r.blocks:
+            r.z[r.order] = r.zb
         self.z_, self.words_, self.doc_ptr_, self.doc_start_ = r.z, c.words, c.tok_ptr, c.doc_start
         self.doc_topic_ = (r.n_dk + r.alpha) / (np.diff(c.tok_ptr)[:, None] + r.K * r.alpha)
 

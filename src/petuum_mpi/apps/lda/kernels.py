@@ -441,10 +441,15 @@ def sweep_sparse(doc_ptr, words, z, n_dk, n_wk, n_k, d_wk, d_k, wl_ptr, wl_top, 
         nd = n_dk[d]
         start = doc_ptr[d]
         stop = doc_ptr[d + 1]
-        nl = 0  # the document's topic list from z, O(L_d)
+        nl = 0  # the document's topic list: topics of the swept tokens, O(L_d) ...
         for i in range(start, stop):
             k = z[i]
             if dpos[k] < 0:
+                dpos[k] = nl
+                dlist[nl] = k
+                nl += 1
+        for k in range(K):  # ... and of its other tokens (a word block sweeps part of a document), O(K)
+            if nd[k] > 0 and dpos[k] < 0:
                 dpos[k] = nl
                 dlist[nl] = k
                 nl += 1
