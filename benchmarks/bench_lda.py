@@ -368,7 +368,7 @@ def kernel_sweeps(bench, X, N, K, iters, data):
         for it in range(iters):
             t0 = time.process_time()
             if kind == "plain":
-                lk.sweep_plain(tp, words, z, n_dk, n_wk, n_k, d_wk, d_k, ALPHA, BETA, it + 5)
+                lk.sweep_plain(tp, words, z, n_dk, n_wk, n_k, d_wk[:0, :0], d_k, ALPHA, BETA, it + 5)
             elif kind == "sparse":
                 lists = lk.build_word_lists(n_wk, occ)
                 lk.sweep_sparse(tp, words, z, n_dk, n_wk, n_k, d_wk, d_k, *lists, ALPHA, BETA, it + 5)
