@@ -94,6 +94,8 @@ class Sweeper:
             round_size = int(np.clip(65536.0 / max(1.0, float(costs.mean()) / r.size), 8, 4096))
         self.U = int(round_size)  # largest round size
         self.U_cur = self.U  # the size learned so far (shrinks on overshoot, grows back after safe sweeps)
+        self.ceiling = None  # smallest round size that overshot
+        self.wait_ceiling = 4 * self.grow_after  # safe sweeps before trying that size again
         self.sched = make_scheduler(scheduler, n_vars, self.U, pipeline_depth, seed, costs,
                                     sample=sample if r.rank == 0 else None, **sched_kw)
         self.engine = Engine(AppAdapter(app, r), self.sched, r.comm, pipeline_depth, serial_fusion)
@@ -105,18 +107,26 @@ class Sweeper:
     def exact(self) -> bool:
         return self.engine.exact
 
-    #: sweeps in a row without an undo before the round size doubles again
+    #: sweeps in a row without an undo before the round size doubles again; growing
+    #: back to a size that overshot waits twice as long after each such failure
     grow_after = 2
 
     def shrink(self) -> None:
         self.sched.set_round_size(max(1, self.sched.round_size // 2))
         self.U_cur = int(self.sched.round_size)
 
-    def grow(self, cap: int) -> None:
+    def grow(self, cap: int, safe: int) -> bool:
+        """Double the round size after ``safe`` sweeps without undo; True when it grew."""
         u = min(cap, 2 * self.sched.round_size)
+        if self.ceiling is not None and u >= self.ceiling:
+            if safe < self.wait_ceiling:
+                return False
+            self.ceiling = None  # try the size that overshot once more
         if u > self.sched.round_size:
             self.sched.set_round_size(u)
             self.U_cur = max(self.U_cur, u)
+            return True
+        return False
 
     def solve(self, active, max_sweeps, progress, converged, record, monitor="objective", start=0, row=None):
         """Sweep ``active`` until ``converged(row)`` or ``max_sweeps``; returns sweeps done.
@@ -141,13 +151,15 @@ class Sweeper:
             worse = not np.isfinite(new[monitor]) or new[monitor] > row[monitor] + 1e-12 * abs(row[monitor])
             if saved is not None and worse and self.sched.round_size > 1:
                 self.app.restore(self.r, saved)  # parallel rounds overshot: undo, smaller rounds
+                if self.ceiling is not None or safe == 0:  # a size that overshot again: wait longer
+                    self.wait_ceiling *= 2
+                self.ceiling = int(self.sched.round_size)
                 self.shrink()
                 self.rejected += 1
                 safe = 0
                 continue
             safe += 1  # a sweep without overshoot: after a few, try larger rounds again
-            if safe >= self.grow_after and not self.exact:
-                self.grow(cap)
+            if safe >= self.grow_after and not self.exact and self.grow(cap, safe):
                 safe = 0
             stall += 1  # less than 10 % gap progress over 10 sweeps: smaller rounds
             if stall == 10:

@@ -295,7 +295,12 @@ class RowSample:
         cand = np.ascontiguousarray(cand, dtype=np.int64)
         blocked = np.ascontiguousarray(blocked, dtype=np.int64)
         if self.sparse:
-            return _greedy_sparse(*self._csc, self._head, self._dot, cand, blocked, float(rho), int(limit))
+            # filter budget: the non-zeros of the round's columns (about the round's own work)
+            ip = self._csc[0]
+            c = cand[cand < len(ip) - 1][:limit]
+            budget = int((ip[c + 1] - ip[c]).sum()) if len(c) else 0
+            return _greedy_sparse(*self._csc, self._head, self._dot, cand, blocked, float(rho), int(limit),
+                                  budget)
         return _greedy_dense(self.S, cand, blocked, float(rho), int(limit))
 
     def corr(self, C, D) -> np.ndarray:
@@ -350,7 +355,7 @@ def _greedy_dense(S, cand, blocked, rho, limit):
 
 
 @numba.njit(cache=True)
-def _greedy_sparse(indptr, indices, data, head, dot, cand, blocked, rho, limit):
+def _greedy_sparse(indptr, indices, data, head, dot, cand, blocked, rho, limit, budget):
     """:meth:`RowSample.independent` on a sparse (CSC, unit columns) sample.
 
     The columns already in the round (``blocked``, then each accepted one) are
@@ -358,7 +363,9 @@ def _greedy_sparse(indptr, indices, data, head, dot, cand, blocked, rho, limit):
     walk over its own non-zeros and the lists of those rows, so the cost is the
     number of overlapping non-zeros (not round size x column length). ``head`` is
     an int64 work array of the sample's rows filled with -1, ``dot`` a zeroed
-    float32 array of the columns; both are left as found."""
+    float32 array of the columns; both are left as found. The walk stops (the
+    round ends early) once it has visited ``budget`` list entries, so the filter
+    never costs much more than the round's own work."""
     p = indptr.shape[0] - 1
     m = cand.shape[0]
     nb = blocked.shape[0]
@@ -377,8 +384,9 @@ def _greedy_sparse(indptr, indices, data, head, dot, cand, blocked, rho, limit):
     ne = 0
     keep = np.zeros(m, dtype=np.bool_)
     na = 0
+    steps = 0
     for t in range(nb + m):
-        if t >= nb and na >= limit:
+        if t >= nb and (na >= limit or (steps > budget and na > 0)):
             break
         ci = blocked[t] if t < nb else cand[t - nb]
         ok = True
@@ -388,6 +396,7 @@ def _greedy_sparse(indptr, indices, data, head, dot, cand, blocked, rho, limit):
                 v = data[q]
                 e = head[indices[q]]
                 while e >= 0:
+                    steps += 1
                     k = ecol[e]
                     if k != ci:
                         if dot[k] == 0.0:
