@@ -164,8 +164,11 @@ class Sweeper:
             stall += 1  # less than 10 % gap progress over 10 sweeps: smaller rounds
             if stall == 10:
                 if new.get("gap", 0.0) > 0.9 * best and not self.exact:
+                    # these rounds were too large to progress: smaller, and growing back waits longer
+                    self.ceiling = int(self.sched.round_size)
+                    self.wait_ceiling *= 2
                     self.shrink()
-                    safe = -10  # no growth for a while: these rounds were too large to progress
+                    safe = 0
                 best, stall = new.get("gap", 0.0), 0
             row = new
             row.update(iter=n, round_size=int(self.sched.round_size))
