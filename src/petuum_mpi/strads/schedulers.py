@@ -287,18 +287,20 @@ class RowSample:
             norms[norms == 0] = 1.0
             self.S = np.asfortranarray(S / norms)
 
-    def independent(self, cand, blocked, rho, limit) -> np.ndarray:
+    def independent(self, cand, blocked, rho, limit, bounded=False) -> np.ndarray:
         """Greedy filter: mask of the candidates accepted in order, each with
         |corr| < ``rho`` to every accepted one and to every ``blocked`` id, at most
         ``limit`` of them. Only the correlations the decisions need are computed
-        (a candidate stops at its first conflict), in one Numba call."""
+        (a candidate stops at its first conflict), in one Numba call. ``bounded``
+        (sparse): stop once the filter has walked as many entries as the round's
+        columns have non-zeros (the round ends early)."""
         cand = np.ascontiguousarray(cand, dtype=np.int64)
         blocked = np.ascontiguousarray(blocked, dtype=np.int64)
         if self.sparse:
             # filter budget: the non-zeros of the round's columns (about the round's own work)
             ip = self._csc[0]
             c = cand[cand < len(ip) - 1][:limit]
-            budget = int((ip[c + 1] - ip[c]).sum()) if len(c) else 0
+            budget = (int((ip[c + 1] - ip[c]).sum()) if len(c) else 0) if bounded else np.iinfo(np.int64).max
             return _greedy_sparse(*self._csc, self._head, self._dot, cand, blocked, float(rho), int(limit),
                                   budget)
         return _greedy_dense(self.S, cand, blocked, float(rho), int(limit))
@@ -474,7 +476,7 @@ class SAPScheduler(PriorityScheduler):
             self._carry = c[:0]
             return c
         blocked = np.concatenate(list(self._recent)) if self._recent else np.empty(0, dtype=np.int64)
-        keep = self.sample.independent(c, blocked, self.rho, u)
+        keep = self.sample.independent(c, blocked, self.rho, u, bounded=True)
         self._carry = c[~keep][:u]
         nk = int(keep.sum())
         # candidates turned away by a dependency (not merely beyond the round size)
