@@ -238,3 +238,23 @@ def test_declared_params_save_load(tmp_path):
     back = ElasticNet.load(str(tmp_path / "m.h5"))
     assert back.get_params() == m.get_params()
     np.testing.assert_array_equal(back.predict(X), m.predict(X))
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("scheduler", ["cyclic", "sap"])
+def test_sparse_large_support_correlated(comm, scheduler):
+    """Tall sparse data with groups of 4 correlated columns and a support of ~400
+    coefficients, solved by the engine's rounds (precompute=False) with the default
+    round size: no sklearn-tolerance drift at any rank count."""
+    from petuum_mpi.data.synth import make_regression
+
+    X, y, _ = make_regression(1000, 1200, nnz=18000, group_size=4, corr=0.8, n_informative=500, seed=3)
+    alpha = 0.02 * np.abs(X.T @ (y - y.mean())).max() / len(y)
+    ref = sklm.Lasso(alpha=alpha, tol=1e-12, max_iter=200000, fit_intercept=False).fit(X, y)
+    m = Lasso(alpha=alpha, tol=1e-9, max_iter=20000, fit_intercept=False, precompute=False,
+              scheduler=scheduler).fit(X, y)
+    fo = objective(X, y, m.coef_, 0.0, alpha)
+    fr = objective(X, y, ref.coef_, 0.0, alpha)
+    assert np.count_nonzero(ref.coef_) > 300
+    assert abs(fo - fr) <= 1e-6 * abs(fr), (fo, fr)
+    assert m.telemetry_["rounds"] > 0

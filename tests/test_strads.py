@@ -331,3 +331,41 @@ def test_run_job_lasso_path_and_l1_logistic(comm, shared_tmp):
     rows = [json.loads(line) for line in open(os.path.join(out, "l1_logistic", "metrics.jsonl"))]
     assert all({"iter", "objective", "nnz", "rounds"} <= set(r) for r in rows)
     comm.Barrier()
+
+
+@pytest.mark.mpi
+def test_sap_serialises_sparse_dependent_columns_a_row_sample_misses(comm):
+    """Pairs of identical sparse columns (|corr| = 1), 8 non-zeros each in 20,000
+    rows: a 1,000-row sample holds ~0.4 of a column's non-zeros and reads such pairs
+    as independent; the filter must see every row (summed over the ranks' rows)."""
+    from petuum_mpi.strads import gather_row_sample
+
+    n, half = 20000, 150
+    rng = np.random.default_rng(0)
+    rows = np.concatenate([rng.choice(n, 8, replace=False) for _ in range(half)])
+    cols = np.repeat(np.arange(half), 8)
+    vals = rng.standard_normal(len(rows))
+    A = sp.csc_matrix((vals, (rows, cols)), shape=(n, half))
+    X = sp.hstack([A, A]).tocsr()  # column j and j + half are equal
+    lo, hi = comm.rank * n // comm.size, (comm.rank + 1) * n // comm.size
+    sample = gather_row_sample(X[lo:hi], n, max_rows=1000, seed=0, comm=comm)
+    if comm.rank != 0:
+        assert sample is None
+        return
+    sched = SAPScheduler(2 * half, round_size=64, seed=1, rho=0.1, sample=sample, warmup_sweeps=0.0)
+    sched.weight[:] = 1.0
+    for _ in range(200):
+        v = sched.schedule()
+        assert len(v) > 1
+        assert not np.isin(v + half, v).any(), v  # never both of an identical pair in one round
+    assert sched.rejected > 0
+
+
+@pytest.mark.mpi
+def test_engine_reports_root_wait_fraction(comm):
+    app = Separable(comm)
+    eng = Engine(app, make_scheduler("cyclic", 50, round_size=5), comm, serial_fusion=False)
+    eng.run(200)
+    st = eng.stats()
+    assert st["time_rounds"] > 0 and 0.0 <= st["root_wait_fraction"] <= 1.0
+    assert st["time_schedule"] <= st["time_rounds"]

@@ -92,7 +92,10 @@ class Sweeper:
         costs = np.ones(n_vars) if costs is None else np.asarray(costs, dtype=np.float64)
         if round_size is None:  # about 64k non-zeros of work per rank and round
             round_size = int(np.clip(65536.0 / max(1.0, float(costs.mean()) / r.size), 8, 4096))
-        self.U = int(round_size)
+        self.U = int(round_size)  # largest round size
+        self.U_cur = self.U  # the size learned so far (shrinks on overshoot, grows back after safe sweeps)
+        self.ceiling = None  # smallest round size that overshot
+        self.wait_ceiling = 4 * self.grow_after  # safe sweeps before trying that size again
         self.sched = make_scheduler(scheduler, n_vars, self.U, pipeline_depth, seed, costs,
                                     sample=sample if r.rank == 0 else None, **sched_kw)
         self.engine = Engine(AppAdapter(app, r), self.sched, r.comm, pipeline_depth, serial_fusion)
@@ -104,8 +107,26 @@ class Sweeper:
     def exact(self) -> bool:
         return self.engine.exact
 
+    #: sweeps in a row without an undo before the round size doubles again; growing
+    #: back to a size that overshot waits twice as long after each such failure
+    grow_after = 2
+
     def shrink(self) -> None:
         self.sched.set_round_size(max(1, self.sched.round_size // 2))
+        self.U_cur = int(self.sched.round_size)
+
+    def grow(self, cap: int, safe: int) -> bool:
+        """Double the round size after ``safe`` sweeps without undo; True when it grew."""
+        u = min(cap, 2 * self.sched.round_size)
+        if self.ceiling is not None and u >= self.ceiling:
+            if safe < self.wait_ceiling:
+                return False
+            self.ceiling = None  # try the size that overshot once more
+        if u > self.sched.round_size:
+            self.sched.set_round_size(u)
+            self.U_cur = max(self.U_cur, u)
+            return True
+        return False
 
     def solve(self, active, max_sweeps, progress, converged, record, monitor="objective", start=0, row=None):
         """Sweep ``active`` until ``converged(row)`` or ``max_sweeps``; returns sweeps done.
@@ -115,12 +136,13 @@ class Sweeper:
         """
         active = np.ascontiguousarray(active, dtype=np.int64)
         self.sched.set_active(active)
-        self.sched.set_round_size(min(self.U, max(1, len(active) // (2 + self.depth))))
+        cap = min(self.U, max(1, len(active) // (2 + self.depth)))
+        self.sched.set_round_size(min(self.U_cur, cap))
         if row is None:
             row = progress()
             row["iter"] = start
             record(row)
-        n, best, stall = start, np.inf, 0
+        n, best, stall, safe = start, np.inf, 0, 0
         while not converged(row) and n < max_sweeps:
             saved = None if self.exact else self.app.state(self.r)
             self.engine.run(len(active))
@@ -129,13 +151,24 @@ class Sweeper:
             worse = not np.isfinite(new[monitor]) or new[monitor] > row[monitor] + 1e-12 * abs(row[monitor])
             if saved is not None and worse and self.sched.round_size > 1:
                 self.app.restore(self.r, saved)  # parallel rounds overshot: undo, smaller rounds
+                if self.ceiling is not None or safe == 0:  # a size that overshot again: wait longer
+                    self.wait_ceiling *= 2
+                self.ceiling = int(self.sched.round_size)
                 self.shrink()
                 self.rejected += 1
+                safe = 0
                 continue
+            safe += 1  # a sweep without overshoot: after a few, try larger rounds again
+            if safe >= self.grow_after and not self.exact and self.grow(cap, safe):
+                safe = 0
             stall += 1  # less than 10 % gap progress over 10 sweeps: smaller rounds
             if stall == 10:
                 if new.get("gap", 0.0) > 0.9 * best and not self.exact:
+                    # these rounds were too large to progress: smaller, and growing back waits longer
+                    self.ceiling = int(self.sched.round_size)
+                    self.wait_ceiling *= 2
                     self.shrink()
+                    safe = 0
                 best, stall = new.get("gap", 0.0), 0
             row = new
             row.update(iter=n, round_size=int(self.sched.round_size))

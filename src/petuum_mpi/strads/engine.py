@@ -46,6 +46,7 @@ class Telemetry:
         self.t_push = 0.0
         self.t_pull = 0.0
         self.t_comm = 0.0
+        self.t_run = 0.0
 
     def as_dict(self, scheduler=None) -> dict:
         d = {
@@ -56,6 +57,9 @@ class Telemetry:
             "time_push": float(self.t_push),
             "time_pull": float(self.t_pull),
             "time_comm": float(self.t_comm),
+            "time_rounds": float(self.t_run),
+            # rank 0 schedules on the rounds' critical path: every rank waits this share of the time on it
+            "root_wait_fraction": float(self.t_schedule / self.t_run) if self.t_run > 0 else 0.0,
         }
         return d
 
@@ -109,9 +113,16 @@ class Engine:
         the number of updates made (the same on every rank). The pipeline is
         drained before returning, so the app's state is consistent afterwards.
         """
+        t_run = time.perf_counter()
+        try:
+            if self.size == 1 and self.serial_fusion and hasattr(self.app, "solo"):
+                return self._run_fused(int(n_updates))
+            return self._run(int(n_updates))
+        finally:
+            self.telemetry.t_run += time.perf_counter() - t_run
+
+    def _run(self, n_updates: int) -> int:
         comm, app, sched, tel = self.comm, self.app, self.scheduler, self.telemetry
-        if self.size == 1 and self.serial_fusion and hasattr(app, "solo"):
-            return self._run_fused(int(n_updates))
         width = int(app.partial_width)
         umax = int(sched.round_size)
         root = self.rank == 0

@@ -18,7 +18,7 @@ __all__ = ["ENGINE_PARAMS", "NotFitted", "make_sweeper", "require_fitted", "regr
 
 #: engine parameters of the GLM apps (``[engine]`` in job files)
 ENGINE_PARAMS = {
-    "scheduler": Param("sap", str, choices=SCHEDULERS, section="engine",
+    "scheduler": Param("cyclic", str, choices=SCHEDULERS, section="engine",
                        doc="variable scheduler (sap: keeps correlated columns out of the same round)"),
     "round_size": Param(None, int, lo=1, section="engine", doc="variables per round (None: about 64k non-zeros "
                         "per rank and round)"),

@@ -278,7 +278,8 @@ class RowSample:
             self.S = sp.csc_matrix(S)
             self.S.sort_indices()
             self._csc = (self.S.indptr.astype(np.int64), self.S.indices.astype(np.int32), self.S.data)
-            self._buf = np.zeros(self.n_rows, dtype=np.float32)
+            self._head = np.full(self.n_rows, -1, dtype=np.int64)
+            self._dot = np.zeros(self.S.shape[1], dtype=np.float32)
         else:
             S = np.asarray(S, dtype=np.float32)
             S = S - S.mean(axis=0)
@@ -286,15 +287,22 @@ class RowSample:
             norms[norms == 0] = 1.0
             self.S = np.asfortranarray(S / norms)
 
-    def independent(self, cand, blocked, rho, limit) -> np.ndarray:
+    def independent(self, cand, blocked, rho, limit, bounded=False) -> np.ndarray:
         """Greedy filter: mask of the candidates accepted in order, each with
         |corr| < ``rho`` to every accepted one and to every ``blocked`` id, at most
         ``limit`` of them. Only the correlations the decisions need are computed
-        (a candidate stops at its first conflict), in one Numba call."""
+        (a candidate stops at its first conflict), in one Numba call. ``bounded``
+        (sparse): stop once the filter has walked as many entries as the round's
+        columns have non-zeros (the round ends early)."""
         cand = np.ascontiguousarray(cand, dtype=np.int64)
         blocked = np.ascontiguousarray(blocked, dtype=np.int64)
         if self.sparse:
-            return _greedy_sparse(*self._csc, self._buf, cand, blocked, float(rho), int(limit))
+            # filter budget: the non-zeros of the round's columns (about the round's own work)
+            ip = self._csc[0]
+            c = cand[cand < len(ip) - 1][:limit]
+            budget = (int((ip[c + 1] - ip[c]).sum()) if len(c) else 0) if bounded else np.iinfo(np.int64).max
+            return _greedy_sparse(*self._csc, self._head, self._dot, cand, blocked, float(rho), int(limit),
+                                  budget)
         return _greedy_dense(self.S, cand, blocked, float(rho), int(limit))
 
     def corr(self, C, D) -> np.ndarray:
@@ -349,38 +357,77 @@ def _greedy_dense(S, cand, blocked, rho, limit):
 
 
 @numba.njit(cache=True)
-def _greedy_sparse(indptr, indices, data, buf, cand, blocked, rho, limit):
-    """:meth:`RowSample.independent` on a sparse (CSC, unit columns) sample; ``buf``
-    is a zeroed float32 work row of the sample's length (left zeroed)."""
+def _greedy_sparse(indptr, indices, data, head, dot, cand, blocked, rho, limit, budget):
+    """:meth:`RowSample.independent` on a sparse (CSC, unit columns) sample.
+
+    The columns already in the round (``blocked``, then each accepted one) are
+    entered into per-row lists; a candidate's dots with all of them come from one
+    walk over its own non-zeros and the lists of those rows, so the cost is the
+    number of overlapping non-zeros (not round size x column length). ``head`` is
+    an int64 work array of the sample's rows filled with -1, ``dot`` a zeroed
+    float32 array of the columns; both are left as found. The walk stops (the
+    round ends early) once it has visited ``budget`` list entries, so the filter
+    never costs much more than the round's own work."""
     p = indptr.shape[0] - 1
     m = cand.shape[0]
-    keep = np.zeros(m, dtype=np.bool_)
-    acc = np.empty(m, dtype=np.int64)
-    na = 0
+    nb = blocked.shape[0]
+    cap = 0
+    for t in range(nb):
+        if blocked[t] < p:
+            cap += indptr[blocked[t] + 1] - indptr[blocked[t]]
     for i in range(m):
-        if na >= limit:
+        if cand[i] < p:
+            cap += indptr[cand[i] + 1] - indptr[cand[i]]
+    nxt = np.empty(cap, dtype=np.int64)
+    ecol = np.empty(cap, dtype=np.int64)
+    eval_ = np.empty(cap, dtype=np.float32)
+    rows_used = np.empty(cap, dtype=np.int64)
+    touched = np.empty(cap + 1, dtype=np.int64)
+    ne = 0
+    keep = np.zeros(m, dtype=np.bool_)
+    na = 0
+    steps = 0
+    for t in range(nb + m):
+        if t >= nb and (na >= limit or (steps > budget and na > 0)):
             break
-        ci = cand[i]
+        ci = blocked[t] if t < nb else cand[t - nb]
         ok = True
-        if ci < p:
+        if ci < p and t >= nb:
+            nt = 0
             for q in range(indptr[ci], indptr[ci + 1]):
-                buf[indices[q]] = data[q]
-            for t in range(blocked.shape[0] + na):
-                k = blocked[t] if t < blocked.shape[0] else acc[t - blocked.shape[0]]
-                if k >= p or k == ci:
-                    continue
-                s = np.float32(0.0)
-                for q in range(indptr[k], indptr[k + 1]):
-                    s += data[q] * buf[indices[q]]
-                if abs(s) >= rho:
+                v = data[q]
+                e = head[indices[q]]
+                while e >= 0:
+                    steps += 1
+                    k = ecol[e]
+                    if k != ci:
+                        if dot[k] == 0.0:
+                            touched[nt] = k
+                            nt += 1
+                        dot[k] += v * eval_[e]
+                        if dot[k] == 0.0:  # exact cancellation: keep it marked
+                            dot[k] = np.float32(1e-30)
+                    e = nxt[e]
+            for s in range(nt):
+                if abs(dot[touched[s]]) >= rho:
                     ok = False
-                    break
-            for q in range(indptr[ci], indptr[ci + 1]):
-                buf[indices[q]] = 0.0
-        if ok:
-            keep[i] = True
-            acc[na] = ci
+                dot[touched[s]] = 0.0
+        if t >= nb:
+            if not ok:
+                continue
+            keep[t - nb] = True
             na += 1
+        if ci < p:  # enter the column into the row lists
+            for q in range(indptr[ci], indptr[ci + 1]):
+                r = indices[q]
+                ecol[ne] = ci
+                eval_[ne] = data[q]
+                nxt[ne] = head[r]
+                head[r] = ne
+                rows_used[ne] = r
+                ne += 1
+    for e in range(ne):
+        head[rows_used[e]] = -1
     return keep
 
 
@@ -429,7 +476,7 @@ class SAPScheduler(PriorityScheduler):
             self._carry = c[:0]
             return c
         blocked = np.concatenate(list(self._recent)) if self._recent else np.empty(0, dtype=np.int64)
-        keep = self.sample.independent(c, blocked, self.rho, u)
+        keep = self.sample.independent(c, blocked, self.rho, u, bounded=True)
         self._carry = c[~keep][:u]
         nk = int(keep.sum())
         # candidates turned away by a dependency (not merely beyond the round size)

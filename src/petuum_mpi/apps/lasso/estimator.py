@@ -320,11 +320,9 @@ def solve_enet(est, r, prob: EnetProblem, alpha, l1_ratio=1.0, record=None):
             return figures(g_in, P, "working_set")
 
         # the driver's sweeps: undo + smaller rounds when a parallel sweep raised the objective
-        rs0 = min(sw.U, max(1, len(W) // (2 + sw.depth)))
+        # (the learned round size carries over to the next working sets: sw.U_cur)
         n_iter, _ = sw.solve(W, max_iter, progress, lambda row, t=target: row["gap"] <= t, scaled,
                              start=n_iter, row=start)
-        if sw.sched.round_size < rs0:  # smaller rounds stay for the next working sets
-            sw.U = int(sw.sched.round_size)
     stats = sw.stats()
     stats.update(working_set=int(ws_size), candidates=int(len(cand)), gram_sweeps=int(gram_sweeps),
                  gram_solves=int(gram_solves))
