@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from petuum_mpi.apps.mf import MatrixFactorization
-from petuum_mpi.data.synth import make_ratings
+from petuum_mpi.data.synth import make_heavy_tailed_ratings, make_ratings
 from petuum_mpi.errors import ConfigError, DataError, UsageError
 
 NOISE = 0.5
@@ -41,6 +41,65 @@ def test_reaches_noise_level(comm, consistency):
     allv = comm.allgather(m.item_factors_)
     for v in allv:
         np.testing.assert_array_equal(v, allv[0])
+
+
+def _bias_baseline(train, test, n_users, n_items, lam=5.0, sweeps=30):
+    """Mean + ridge biases (penalty lam per user / item row) by exact alternating solves."""
+    u, i, v = train
+    mu, bu, bi = v.mean(), np.zeros(n_users), np.zeros(n_items)
+    for _ in range(sweeps):
+        bi = np.bincount(i, v - mu - bu[u], n_items) / (lam + np.bincount(i, minlength=n_items))
+        bu = np.bincount(u, v - mu - bi[i], n_users) / (lam + np.bincount(u, minlength=n_users))
+    return float(np.sqrt(np.mean((test[2] - mu - bu[test[0]] - bi[test[1]]) ** 2)))
+
+
+def test_heavy_tailed_ratings_look_real():
+    train, test, truth = make_heavy_tailed_ratings(5000, 1000, seed=3)
+    u = np.concatenate((train[0], test[0]))
+    i = np.concatenate((train[1], test[1]))
+    per_user = np.bincount(u, minlength=5000)
+    per_item = np.bincount(i, minlength=1000)
+    assert 5 <= np.median(per_user) <= 20 and per_user.min() >= 1
+    assert per_user.max() > 15 * np.median(per_user)  # heavy tail of users
+    top = np.sort(per_item)[::-1]
+    assert top[:10].sum() > 0.1 * u.size  # 1 % of the items hold > 10 % of the ratings
+    assert np.unique(u * 1000 + i).size == u.size  # one rating per cell
+    stars = np.concatenate((train[2], test[2]))
+    assert set(np.unique(stars)) == {1.0, 2.0, 3.0, 4.0, 5.0}
+    assert 0.07 < test[0].size / u.size < 0.13
+    assert truth["clean"].shape == train[2].shape
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("signal", [0.5, 1.5])
+def test_defaults_beat_mean_plus_biases(comm, signal):
+    """Default settings on sparse heavy-tailed star ratings (median 7 per user): never worse than
+    mean + ridge biases, and clearly better when the planted low-rank structure is strong."""
+    train, test, _ = make_heavy_tailed_ratings(5000, 1000, signal=signal, seed=1)
+    base = _bias_baseline(train, test, 5000, 1000)
+    m = MatrixFactorization(n_users=5000, n_items=1000, comm=comm).fit(train, test=test)
+    assert m.test_rmse_ <= (0.97 if signal == 0.5 else 0.9) * base, (m.test_rmse_, base)
+
+
+@pytest.mark.mpi
+def test_early_stopping_returns_the_best_epoch(comm):
+    """Unregularised factors overfit sparse ratings: early stopping on the validation fraction
+    stops after n_iter_no_change epochs without improvement and returns the best epoch's model
+    (its figures recomputed in the last history row)."""
+    train, test, _ = make_heavy_tailed_ratings(3000, 800, signal=0.5, seed=2)
+    m = MatrixFactorization(n_components=20, lam=0.0, lam_row=0.0, eta0=0.03, init_scale=0.3, max_iter=200,
+                            n_users=3000, n_items=800, comm=comm).fit(train, test=test)
+    h = m.history_
+    assert m.n_iter_ < 200 and "best_iter" in h[-1]
+    vals = [r["val_rmse"] for r in h[:-1]]
+    best = int(np.argmin(vals))
+    assert h[-1]["best_iter"] == h[best]["iter"] and len(vals) - 1 - best >= m.n_iter_no_change
+    assert h[-1]["val_rmse"] == pytest.approx(vals[best], rel=2e-2)
+    assert m.rmse(*test) == pytest.approx(m.test_rmse_, rel=1e-4)
+    assert m.test_rmse_ < h[-2]["test_rmse"]  # better than the last (overfitted) epoch
+    off = MatrixFactorization(n_components=20, lam=0.0, lam_row=0.0, eta0=0.03, init_scale=0.3, max_iter=12,
+                              validation_fraction=0, n_users=3000, n_items=800, comm=comm).fit(train, test=test)
+    assert off.n_iter_ == 12 and len(off.history_) == 12 and "val_rmse" not in off.history_[-1]
 
 
 @pytest.mark.mpi
@@ -111,7 +170,7 @@ def test_run_job_end_to_end(comm, shared_tmp):
         write_ratings(os.path.join(shared_tmp, "te"), *test, 400, 300, n_shards=2)
         with open(os.path.join(shared_tmp, "job.toml"), "w") as fh:
             fh.write(f'app = "mf"\n[data]\ntrain = "tr"\ntest = "te"\n[model]\nn_components = 4\nmax_iter = 40\n'
-                     f'init_scale = 0.3\n[engine]\nconsistency = "ssp"\nstaleness = 1\n'
+                     f'init_scale = 0.3\nvalidation_fraction = 0\n[engine]\nconsistency = "ssp"\nstaleness = 1\n'
                      f'[run]\noutput_dir = "{shared_tmp}/runs"\nname = "mf"\nprogress = "off"\n')
     comm.Barrier()
     s = run_job_file(os.path.join(shared_tmp, "job.toml"), ["model.clocks_per_epoch=2"], comm)
@@ -260,7 +319,8 @@ def test_ssp_with_snapshots_decreases_smoothly(comm, shared_tmp, scaling):
     eng = {"consistency": "ssp", "staleness": 2, "snapshot_every": 5, "snapshot_dir": os.path.join(shared_tmp, "ck")}
     eng["snapshot_dir"] += scaling
     m = MatrixFactorization(n_components=4, clocks_per_epoch=2, init_scale=0.3, holdout=0.1, max_iter=20,
-                            n_users=400, n_items=300, delta_scaling=scaling, **eng, comm=comm).fit((u, i, v))
+                            validation_fraction=0, n_users=400, n_items=300, delta_scaling=scaling, **eng,
+                            comm=comm).fit((u, i, v))
     h = [r["test_rmse"] for r in m.history_]
     assert len(h) == 40
     for k in range(8, len(h)):  # after the first 4 epochs: never more than 5 % above the best so far
