@@ -58,6 +58,39 @@ def _delta_scale(eta_h, n, m, mode="sequential"):
 _VAL_SALT = 0x5BD1E995  # seed offset of the validation hash (early stopping) vs the test holdout's
 
 
+def _init_rows(seed, lo, hi, k, block=4096):
+    """Standard normal rows ``lo:hi`` of an (n, k) matrix drawn in blocks of ``block`` rows,
+    each from its own seed: the same user gets the same start at any rank count."""
+    out = np.empty((hi - lo, k))
+    for b in range(lo // block, -(-hi // block)):
+        z = np.random.default_rng([seed, 5, b]).standard_normal((block, k))
+        a, e = max(lo, b * block), min(hi, (b + 1) * block)
+        out[a - lo:e - lo] = z[a - b * block:e - b * block]
+    return out
+
+
+def _scale_item_deltas(dV, U, user_n, eta, reg, n, m, mode):
+    """Item-factor deltas of one clock scaled direction by direction (:func:`_delta_scale`).
+
+    The SGD steps on ``V_i`` over its raters contract along the eigenvectors ``q_k`` of the
+    raters' second moment ``G = sum_u n_u U_u U_u^T / sum_u n_u`` (my users' estimate of it)
+    with curvature ``lambda_k + reg_i`` per rating, so the move of ``m`` workers' summed
+    deltas is judged per direction: ``dV_i <- sum_k a(eta (lambda_k + reg_i), n_i, m_i)
+    (dV_i . q_k) q_k`` (in place; rows whose factors would all be > 0.99 are left alone).
+    (One curvature ``|U|^2`` for all directions overestimates all but
+    the top one about K-fold and averaged deltas that add up without overshooting.)"""
+    w = user_n / max(user_n.sum(), 1.0)
+    G = (U * w[:, None]).T.astype(np.float64) @ U
+    lam, Q = np.linalg.eigh(G)
+    lam = np.maximum(lam, 0.0)
+    # only rows whose stiffest direction moves far in one clock need it (factor < 0.99)
+    rows = np.flatnonzero((m > 1) & (eta * (lam[-1] + reg) * n > 0.02))
+    if rows.size:
+        A = _delta_scale(eta * (lam[None, :] + reg[rows, None]), n[rows, None], m[rows, None], mode)
+        dV[rows] = ((dV[rows] @ Q) * A) @ Q.T
+    return dV
+
+
 def _holdout_mask(ids: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """True for the cells held out: a hash of the cell id and ``seed`` (independent of the rank count)."""
     if fraction <= 0:
@@ -129,6 +162,10 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         "decay": Param(0.05, float, lo=0, doc="step of epoch e: eta0 / (1 + decay e)^power"),
         "power": Param(1.0, float, lo=0, doc="exponent of the step-size decay"),
         "max_iter": Param(100, int, lo=1, doc="epochs (at most: early stopping ends sooner)"),
+        "clocks_per_epoch": Param(8, int, lo=1, doc="parameter-server clocks per epoch (workers see each "
+                                  "other's item updates after each clock: fewer drift apart)"),
+        "eval_every": Param(8, int, lo=1, doc="evaluate (and test for early stopping) every N clocks "
+                            "(default: once per epoch of 8 clocks)"),
         "tol": Param(1e-4, float, lo=0, none_ok=True, doc="early stopping: an epoch improves when the "
                      "validation RMSE falls by more than tol (relative)"),
         "validation_fraction": Param(0.05, float, lo=0, hi=1, hi_open=True,
@@ -136,9 +173,10 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
                                          "(0 = off: run max_iter epochs)"),
         "n_iter_no_change": Param(5, int, lo=1, doc="early stopping: stop after this many epochs without "
                                   "improvement and return the best epoch's model"),
-        "delta_scaling": Param("auto", str, choices=("auto", "sequential", "none"),
-                               doc="combine workers' item deltas: auto = sum clipped so it never overshoots; "
-                                   "sequential = as one sequential pass; none = plain sum (docs/apps.md)"),
+        "delta_scaling": Param("auto", str, choices=("auto", "sequential", "clip", "none"),
+                               doc="combine workers' item deltas, per direction of the raters' factors: "
+                                   "auto = sequential = as one sequential pass; clip = sum clipped so it "
+                                   "never overshoots; none = plain sum (docs/apps.md)"),
         "init_scale": Param(0.1, float, lo=0, doc="std of the initial factors (absolute value for NMF)"),
         "dtype": Param("float32", str, choices=("float32", "float64"), doc="factor precision"),
         "holdout": Param(0.0, float, lo=0, hi=1, hi_open=True,
@@ -226,7 +264,7 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         r.va = va if r.n_va > 0 else None
         r.item_n, r.item_m = s[4:4 + ni], s[4 + ni:]
         r.scale = p.delta_scaling != "none" and bool((r.item_m > 1).any())
-        r.mode = "sequential" if p.delta_scaling == "sequential" else "clip"
+        r.mode = "clip" if p.delta_scaling == "clip" else "sequential"
         r.user_n = np.bincount(r.ul, minlength=nl).astype(np.float64)  # my ratings per local user
         # penalty per visit: lam (per rating) + lam_row / n (per row, spread over the row's n ratings)
         lam_row = p.lam_row if p.lam_row is not None else (0.0 if p.nonneg else 5.0)
@@ -242,7 +280,7 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         r.cuts = [0] + [int(starts[np.searchsorted(starts, k * n_loc // cpe)]) if n_loc else 0
                         for k in range(1, cpe)] + [n_loc]
         dt = np.dtype(p.dtype)
-        r.U = p.init_scale * np.random.default_rng([r.seed, r.rank, 5]).standard_normal((nl, p.n_components))
+        r.U = p.init_scale * _init_rows(r.seed, r.lo, r.hi, p.n_components)
         r.U = np.ascontiguousarray(np.abs(r.U) if p.nonneg else r.U, dtype=dt)
         r.bu = np.zeros(nl, dt)
         r.V, r.bi = np.zeros((ni, p.n_components), dt), np.zeros(ni, dt)
@@ -305,13 +343,12 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         if p.n_components:
             np.subtract(r.V, r.dV, out=r.dV)
             if r.scale:
-                h = float(r.user_n @ np.einsum("uk,uk->u", r.U, r.U)) / max(r.ul.size, 1) + p.lam
-                r.dV *= _delta_scale(eta * h, r.item_n / cpe, r.item_m, r.mode).astype(dt)[:, None]
+                _scale_item_deltas(r.dV, r.U, r.user_n, eta, r.regi[:, 0], r.item_n / cpe, r.item_m, r.mode)
             r.ps.inc("V", None, r.dV)
         if p.use_bias:
             np.subtract(r.bi, r.dbi, out=r.dbi)
             if r.scale:
-                r.dbi *= _delta_scale(eta * (1.0 + p.lam_bias), r.item_n / cpe, r.item_m, r.mode).astype(dt)
+                r.dbi *= _delta_scale(eta * (1.0 + r.regi[:, 1]), r.item_n / cpe, r.item_m, r.mode).astype(dt)
             r.ps.inc("c", 0, r.dbi)
 
     def flush(self, r):
