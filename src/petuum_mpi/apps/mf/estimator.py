@@ -158,7 +158,7 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
                              "pulls non-negative factors off the truth)"),
         "use_bias": Param(True, bool, doc="global mean (fixed) + user and item biases"),
         "nonneg": Param(False, bool, doc="non-negative factors (NMF by projection; factors start >= 0)"),
-        "eta0": Param(0.02, float, lo=0, lo_open=True, doc="initial step size"),
+        "eta0": Param(0.03, float, lo=0, lo_open=True, doc="initial step size"),
         "decay": Param(0.05, float, lo=0, doc="step of epoch e: eta0 / (1 + decay e)^power"),
         "power": Param(1.0, float, lo=0, doc="exponent of the step-size decay"),
         "max_iter": Param(100, int, lo=1, doc="epochs (at most: early stopping ends sooner)"),
