@@ -325,6 +325,30 @@ def test_delta_scale_clip_never_overshoots():
     assert _delta_scale(0.05, np.array([100.0]), np.array([1.0]), "clip")[0] == 1.0
 
 
+def test_item_deltas_scaled_per_direction():
+    """delta_scaling="auto": each eigen-direction q_k of the raters' second moment is scaled by
+    its own factor a(eta (lambda_k + reg), n, m) (stiff directions damped, soft ones summed);
+    one worker: unchanged."""
+    from petuum_mpi.apps.mf.estimator import _delta_scale, _scale_item_deltas
+
+    rng = np.random.default_rng(0)
+    U = rng.standard_normal((500, 6)) * np.array([2, 1, 0.5, 0.2, 0.1, 0.05])
+    un = rng.integers(1, 50, 500).astype(float)
+    dV = rng.standard_normal((300, 6))
+    n, reg = rng.integers(0, 400, 300).astype(float), np.full(300, 0.05)
+    G = (U * (un / un.sum())[:, None]).T @ U
+    lam, Q = np.linalg.eigh(G)
+    for m in (2.0, 4.0):
+        ms = np.full(300, m)
+        A = _delta_scale(0.03 * (np.maximum(lam, 0)[None, :] + reg[:, None]), n[:, None], ms[:, None])
+        ref = ((dV @ Q) * A) @ Q.T
+        got = _scale_item_deltas(dV.copy(), U, un, 0.03, reg, n, ms, "sequential")
+        np.testing.assert_allclose(got, ref, atol=0.02 * np.abs(dV).max())
+        assert A[:, -1].min() < 0.51 and A[:, 0].min() > 0.99  # the stiff direction is damped, the soft one not
+    np.testing.assert_array_equal(_scale_item_deltas(dV.copy(), U, un, 0.03, reg, n, np.ones(300), "sequential"),
+                                  dV)
+
+
 @pytest.mark.mpi
 def test_ssp_with_snapshots_decreases_smoothly(comm, shared_tmp):
     """Regression: 4 workers under ssp(2) with a snapshot barrier every 5 clocks oscillated

@@ -85,9 +85,11 @@ def _scale_item_deltas(dV, U, user_n, eta, reg, n, m, mode):
     lam = np.maximum(lam, 0.0)
     # only rows whose stiffest direction moves far in one clock need it (factor < 0.99)
     rows = np.flatnonzero((m > 1) & (eta * (lam[-1] + reg) * n > 0.02))
-    if rows.size:
-        A = _delta_scale(eta * (lam[None, :] + reg[rows, None]), n[rows, None], m[rows, None], mode)
-        dV[rows] = ((dV[rows] @ Q) * A) @ Q.T
+    if rows.size:  # and only the directions that are stiff for some of them: dV += sum (a_k - 1) ...
+        cols = np.flatnonzero(eta * (lam + reg[rows].max()) * n[rows].max() > 0.02)
+        Qc = Q[:, cols].astype(dV.dtype)
+        A = _delta_scale(eta * (lam[None, cols] + reg[rows, None]), n[rows, None], m[rows, None], mode)
+        dV[rows] += ((dV[rows] @ Qc) * (A - 1.0).astype(dV.dtype)) @ Qc.T
     return dV
 
 
