@@ -344,7 +344,8 @@ def test_item_deltas_scaled_per_direction():
         ref = ((dV @ Q) * A) @ Q.T
         got = _scale_item_deltas(dV.copy(), U, un, 0.03, reg, n, ms, "sequential")
         np.testing.assert_allclose(got, ref, atol=0.02 * np.abs(dV).max())
-        assert A[:, -1].min() < 0.51 and A[:, 0].min() > 0.99  # the stiff direction is damped, the soft one not
+        # the stiffest direction is damped (to 1/m), more than the softest
+        assert A[:, -1].min() < 0.51 and (A[:, 0] > A[:, -1] + 0.1).any() and (A[:, 0] >= A[:, -1]).all()
     np.testing.assert_array_equal(_scale_item_deltas(dV.copy(), U, un, 0.03, reg, n, np.ones(300), "sequential"),
                                   dV)
 
