@@ -40,7 +40,10 @@ Rows:
 
 import argparse
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -52,6 +55,7 @@ from mpi4py import MPI  # noqa: E402
 
 from petuum_mpi.apps.mf import kernels as K  # noqa: E402
 from petuum_mpi.apps.mf import MatrixFactorization  # noqa: E402
+from petuum_mpi.data.synth import make_heavy_tailed_ratings  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("--users", type=int, default=50000)
@@ -68,6 +72,12 @@ p.add_argument("--decay", type=float, default=None)
 p.add_argument("--delta-scaling", default=None, choices=("auto", "sequential", "none"))
 p.add_argument("--cpe", type=int, default=None, help="override clocks_per_epoch (default 2)")
 p.add_argument("--no-serial", action="store_true", help="skip the serial time-to-RMSE baseline")
+p.add_argument("--compare", default="ht,issue",
+               help="data sets of the LIBMF / mean+bias rows: ht (heavy-tailed stars), issue (planted); '' = none")
+p.add_argument("--libmf", default=None, help="LIBMF's mf-train (default: found on PATH)")
+p.add_argument("--ht-users", type=int, default=200000)
+p.add_argument("--ht-items", type=int, default=20000)
+p.add_argument("--libmf-epochs", type=int, default=20)
 bench = Bench("mf", parser=p)
 a = bench.args
 comm = bench.comm
@@ -146,10 +156,10 @@ def oracle(u, i, v, te, Ut, Vt, clean, spectrum):
 SETTINGS = {  # planted spectrum, model parameters (no biases: the truth has none), target
     "issue": (np.full(a.rank, 1.0 / a.rank),
               dict(n_components=a.rank, lam=0.02, eta0=0.05, decay=0.1, init_scale=0.3, max_iter=60,
-                   clocks_per_epoch=2, eval_every=2), "oracle"),
+                   clocks_per_epoch=2, eval_every=2, validation_fraction=0), "oracle"),
     "low": (np.full(a.low_rank, 1.0 / a.low_rank),
             dict(n_components=a.low_rank, lam=0.01, eta0=0.05, decay=0.1, init_scale=0.3, max_iter=15,
-                 clocks_per_epoch=2, eval_every=2), "noise"),
+                 clocks_per_epoch=2, eval_every=2, validation_fraction=0), "noise"),
 }
 MODEL = {}
 
@@ -242,7 +252,7 @@ def kernel_rate(u, i, v, te):
     return comm.allreduce(uu.size / best) / P
 
 
-for setting in a.settings.split(","):
+for setting in [x for x in a.settings.split(",") if x]:
     spec, MODEL, target = SETTINGS[setting]
     t0 = time.perf_counter()
     u, i, v, te, Ut, Vt, clean = make_data(spec, seed=0 if setting == "issue" else 7)
@@ -277,4 +287,93 @@ for setting in a.settings.split(","):
               final_rmse_over_noise=m.test_rmse_ / nz, final_rmse_over_oracle=m.test_rmse_ / o_both,
               epochs=m.n_iter_)
     del u, i, v, te, Ut, Vt, clean
+
+
+# ----------------------------------------------------------------------------- vs LIBMF and mean + biases
+def bias_baseline(train, test, n_users, n_items, lam=5.0, sweeps=30):
+    """Mean + ridge biases (lam per user / item row), exact alternating solves: test RMSE."""
+    u, i, v = train
+    mu, bu, bi = v.mean(), np.zeros(n_users), np.zeros(n_items)
+    for _ in range(sweeps):
+        bi = np.bincount(i, v - mu - bu[u], n_items) / (lam + np.bincount(i, minlength=n_items))
+        bu = np.bincount(u, v - mu - bi[i], n_users) / (lam + np.bincount(u, minlength=n_users))
+    return float(np.sqrt(np.mean((test[2] - mu - bu[test[0]] - bi[test[1]]) ** 2)))
+
+
+def libmf_runs(exe, folder, k, lam, epochs, threads):
+    """Median of 3 interleaved pairs of LIBMF runs (``-t epochs`` and ``-t 1``): per-iteration
+    seconds ``(wall_T - wall_1) / (T - 1)`` (file parsing cancels out) and its validation
+    RMSE per iteration (``-p``: the test set)."""
+    per_iter, curve = [], None
+    tr, te = os.path.join(folder, "tr.txt"), os.path.join(folder, "te.txt")
+    for _ in range(3):
+        walls = {}
+        for t in (epochs, 1):
+            cmd = [exe, "-k", str(k), "-l2", str(lam), "-t", str(t), "-s", str(threads), "-p", te, tr,
+                   os.path.join(folder, "model.txt")]
+            t0 = time.perf_counter()
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            walls[t] = time.perf_counter() - t0
+            if t == epochs:
+                curve = [float(x.split()[2]) for x in out.splitlines()[1:] if x.split() and x.split()[0].isdigit()]
+        per_iter.append((walls[epochs] - walls[1]) / (epochs - 1))
+    return float(np.median(per_iter)), curve
+
+
+def compare_data(name):
+    """(train, test, n_users, n_items, description), the same on every rank."""
+    if name == "ht":
+        train, test, _ = make_heavy_tailed_ratings(a.ht_users, a.ht_items, signal=0.5, seed=11)
+        return train, test, a.ht_users, a.ht_items, (
+            f"heavy-tailed stars {a.ht_users // 1000}kx{a.ht_items // 1000}k {train[0].size / 1e6:.1f}M train")
+    u, i, v, te, *_ = make_data(np.full(a.rank, 1.0 / a.rank), seed=0)
+    return ((u[~te], i[~te], v[~te]), (u[te], i[te], v[te]), a.users, a.items,
+            f"planted {a.users // 1000}kx{a.items // 1000}k {u.size / 1e6:.1f}M, rank {a.rank}")
+
+
+exe = a.libmf or shutil.which("mf-train")
+for name in [x for x in a.compare.split(",") if x]:
+    train, test, nu, ni, data = compare_data(name)
+    # ours: the defaults (early stopping on), except K = 20 as LIBMF is run
+    hist = []
+    m = MatrixFactorization(n_components=a.rank, n_users=nu, n_items=ni, comm=comm)
+    m.fit(train, test=test, callback=hist.append)
+    ours = [(r["train_time"], r["test_rmse"]) for r in hist if "test_rmse" in r]
+    base = bias_baseline(train, test, nu, ni) if me == 0 else None
+    lib = {}
+    if me == 0 and exe:
+        with tempfile.TemporaryDirectory() as d:
+            for fn, (uu, ii, vv) in (("tr.txt", train), ("te.txt", test)):
+                np.savetxt(os.path.join(d, fn), np.column_stack((uu, ii, vv)), fmt="%d %d %g")
+            for th in sorted({1, P}):
+                lib[th] = libmf_runs(exe, d, a.rank, m.lam, a.libmf_epochs, th)
+    base, lib = comm.bcast((base, lib), root=0)
+    load = os.getloadavg()[0]
+    best_ours = min(x[1] for x in ours)
+    if me == 0:
+        print(f"# {name}: ours " + " ".join(f"{t:.2f}s:{e:.4f}" for t, e in ours) + f"; mean+bias {base:.4f}", flush=True)
+        for th, (sec, curve) in lib.items():
+            print(f"# LIBMF {th} thread(s): {sec:.3f} s/iter, va_rmse " + " ".join(f"{x:.4f}" for x in curve),
+                  flush=True)
+    bench.row(f"mf best test RMSE, defaults ({name})", data=data, metric="test_rmse", value=m.test_rmse_,
+              baseline=base, baseline_name="mean + ridge biases (closed form)", epochs=m.n_iter_,
+              train_s=ours[-1][0], load=load)
+    if not lib:
+        if me == 0:
+            print(f"# LIBMF rows skipped: mf-train not found (PATH or --libmf)", flush=True)
+        continue
+    best_lib = min(lib[1][1])
+    target = 1.01 * max(best_ours, best_lib)  # an RMSE both reach
+    t_ours = next((t for t, e in ours if e <= target), float("nan"))
+    for th, (sec, curve) in lib.items():
+        k = next((j for j, e in enumerate(curve) if e <= target), None)
+        t_lib = float("nan") if k is None else (k + 1) * sec
+        bench.row(f"mf time to test RMSE <= {target:.4f} ({name}) vs LIBMF {th} thread(s)", data=data,
+                  metric="train_s", value=t_ours, baseline=t_lib, baseline_name=f"LIBMF mf-train -s {th}",
+                  per_core_ratio=(t_ours * P) / (t_lib * th) if t_lib == t_lib else None, load=load,
+                  libmf_best=min(curve), ours_best=best_ours)
+    budget = a.libmf_epochs * lib[1][0]  # LIBMF's 1-thread time for its epochs
+    bench.row(f"mf best test RMSE within LIBMF's {a.libmf_epochs} epochs at 1 thread ({budget:.1f} s; {name})",
+              data=data, metric="test_rmse", value=min([e for t, e in ours if t <= budget] or [float("nan")]),
+              baseline=best_lib, baseline_name="LIBMF best va_rmse (same K, lambda, epochs)", load=load)
 bench.finish()

@@ -182,6 +182,7 @@ def ratings(tmp_path_factory):
 def test_resume_skips_a_corrupt_snapshot_and_prunes(ratings, tmp_path, n):
     job = tmp_path / "mf.toml"
     job.write_text(f'app = "mf"\n[data]\ntrain = "{ratings}"\n[model]\nn_components = 3\nmax_iter = 6\n'
+                   'clocks_per_epoch = 1\nvalidation_fraction = 0\n'
                    '[engine]\nconsistency = "bsp"\nstaleness = 0\nsnapshot_every = 1\nsnapshot_dir = "ckpt"\n'
                    'keep_snapshots = 2\n[run]\noutput_dir = "runs"\nname = "m"\nprogress = "off"\n')
     ck = tmp_path / "ckpt"  # relative to the job file

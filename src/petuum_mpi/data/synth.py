@@ -6,6 +6,8 @@
 * :func:`make_ill_conditioned_classification` -- collinear, badly scaled, imbalanced
   classification data (condition number > 1e6), dense or sparse.
 * :func:`make_ratings` -- low-rank ratings plus Gaussian noise.
+* :func:`make_heavy_tailed_ratings` -- real-like star ratings: power-law users and items,
+  few ratings per user, integer stars 1-5 from biases + low rank + noise, train/test split.
 * :func:`make_lda_corpus` -- documents drawn from an LDA model with planted topics.
 * :func:`synth_dataset` -- any of these written as a dataset (truth in ``truth.h5``)
   or as raw text (LIBSVM / ratings CSV / UCI bag-of-words) with the truth beside it.
@@ -260,6 +262,58 @@ def make_ratings(n_users: int, n_items: int, rank: int = 10, noise: float = 0.1,
     items = (key - users.astype(np.int64) * n_items).astype(np.int32)
     values = offset + np.einsum("ij,ij->i", U[users], Vm[items]) + noise * rng.standard_normal(key.size)
     return users, items, values, U, Vm
+
+
+def make_heavy_tailed_ratings(n_users: int, n_items: int, rank: int = 5, median_per_user: float = 8.0,
+                              user_alpha: float = 1.3, item_exponent: float = 0.9, signal: float = 0.5,
+                              user_bias: float = 0.4, item_bias: float = 0.5, noise: float = 0.8,
+                              mean: float = 3.6, test_fraction: float = 0.1, seed=0):
+    """Star ratings that look like real ones (MovieLens-like sparsity, heavy tails).
+
+    * Users: ratings per user ``n_u`` Pareto with tail exponent ``user_alpha`` (heavy tail:
+      a few users rate hundreds of items) and median ``median_per_user``, at least 1 and
+      at most ``n_items // 2``.
+    * Items: popularity Zipf-like, ``p_i ~ rank_i^-item_exponent`` (random item order);
+      each user's items are drawn by popularity (duplicates dropped).
+    * Values: ``stars = clip(round(mean + b_u + c_i + U_u . V_i + noise * N(0, 1)), 1, 5)``
+      with ``b_u ~ N(0, user_bias^2)``, ``c_i ~ N(0, item_bias^2)`` and ``U_u . V_i`` of
+      variance ``signal`` (``rank`` components of equal weight; ``signal`` large = strong
+      planted structure).
+    * Split: a random ``test_fraction`` of the ratings is the test set.
+
+    Returns
+    -------
+    train, test : tuples ``(users int32, items int32, stars float64)``
+    truth : dict with ``U``, ``V``, ``user_bias``, ``item_bias``, ``mean`` and ``clean``
+        (the noiseless latent value ``mean + b_u + c_i + U_u . V_i`` of each train rating)
+    """
+    if n_users < 1 or n_items < 2:
+        raise DataError(f"need at least 1 user and 2 items, got {n_users} x {n_items}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise DataError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    rng = np.random.default_rng(seed)
+    x_m = median_per_user / 2.0 ** (1.0 / user_alpha)
+    n_u = np.floor(x_m * (1.0 - rng.random(n_users)) ** (-1.0 / user_alpha)).astype(np.int64)
+    n_u = np.clip(n_u, 1, n_items // 2)
+    pop = rng.permutation(np.arange(1, n_items + 1, dtype=np.float64) ** -item_exponent)
+    cdf = np.cumsum(pop)
+    cdf /= cdf[-1]
+    users = np.repeat(np.arange(n_users, dtype=np.int64), n_u)
+    items = np.minimum(np.searchsorted(cdf, rng.random(users.size), side="right"), n_items - 1)
+    key = np.unique(users * n_items + items)
+    users = (key // n_items).astype(np.int32)
+    items = (key - users.astype(np.int64) * n_items).astype(np.int32)
+    s = (signal / rank) ** 0.25
+    U = s * rng.standard_normal((n_users, rank))
+    V = s * rng.standard_normal((n_items, rank))
+    bu = user_bias * rng.standard_normal(n_users)
+    bi = item_bias * rng.standard_normal(n_items)
+    clean = mean + bu[users] + bi[items] + np.einsum("nk,nk->n", U[users], V[items])
+    stars = np.clip(np.rint(clean + noise * rng.standard_normal(clean.size)), 1.0, 5.0)
+    te = rng.random(users.size) < test_fraction
+    tr = ~te
+    truth = {"U": U, "V": V, "user_bias": bu, "item_bias": bi, "mean": mean, "clean": clean[tr]}
+    return (users[tr], items[tr], stars[tr]), (users[te], items[te], stars[te]), truth
 
 
 def make_lda_corpus(n_docs: int, n_words: int, n_topics: int, doc_length: float = 100.0, alpha: float = 0.1,

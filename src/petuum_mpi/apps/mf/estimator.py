@@ -31,8 +31,9 @@ def warmup():
     for dt in (np.float32, np.float64):
         u, i, r = np.array([0, 1], np.int32), np.array([1, 0], np.int32), np.array([1.0, 2.0])
         U, V, b = np.ones((2, 2), dt), np.ones((2, 2), dt), np.zeros(2, dt)
+        reg = np.full((2, 2), 0.01)
         for nn in (False, True):
-            K.sgd_pass(u, i, r, U, V, b, b.copy(), 0.0, 0.01, 0.01, 0.01, True, nn)
+            K.sgd_pass_rows(u, i, r, U, V, b, b.copy(), 0.0, 0.01, reg, reg, True, nn)
         K.sse(u, i, r, U, V, b, b, 0.0, True)
 
 
@@ -54,14 +55,53 @@ def _delta_scale(eta_h, n, m, mode="sequential"):
     return np.where((m > 1) & (X > 0), a, 1.0)
 
 
+_VAL_SALT = 0x5BD1E995  # seed offset of the validation hash (early stopping) vs the test holdout's
+
+
+def _init_rows(seed, lo, hi, k, block=4096):
+    """Standard normal rows ``lo:hi`` of an (n, k) matrix drawn in blocks of ``block`` rows,
+    each from its own seed: the same user gets the same start at any rank count."""
+    out = np.empty((hi - lo, k))
+    for b in range(lo // block, -(-hi // block)):
+        z = np.random.default_rng([seed, 5, b]).standard_normal((block, k))
+        a, e = max(lo, b * block), min(hi, (b + 1) * block)
+        out[a - lo:e - lo] = z[a - b * block:e - b * block]
+    return out
+
+
+def _scale_item_deltas(dV, U, user_n, eta, reg, n, m, mode):
+    """Item-factor deltas of one clock scaled direction by direction (:func:`_delta_scale`).
+
+    The SGD steps on ``V_i`` over its raters contract along the eigenvectors ``q_k`` of the
+    raters' second moment ``G = sum_u n_u U_u U_u^T / sum_u n_u`` (my users' estimate of it)
+    with curvature ``lambda_k + reg_i`` per rating, so the move of ``m`` workers' summed
+    deltas is judged per direction: ``dV_i <- sum_k a(eta (lambda_k + reg_i), n_i, m_i)
+    (dV_i . q_k) q_k`` (in place; rows whose factors would all be > 0.99 are left alone).
+    (One curvature ``|U|^2`` for all directions overestimates all but
+    the top one about K-fold and averaged deltas that add up without overshooting.)"""
+    w = user_n / max(user_n.sum(), 1.0)
+    G = (U * w[:, None]).T.astype(np.float64) @ U
+    lam, Q = np.linalg.eigh(G)
+    lam = np.maximum(lam, 0.0)
+    # only rows whose stiffest direction moves far in one clock need it (factor < 0.99)
+    rows = np.flatnonzero((m > 1) & (eta * (lam[-1] + reg) * n > 0.02))
+    if rows.size:  # and only the directions that are stiff for some of them: dV += sum (a_k - 1) ...
+        cols = np.flatnonzero(eta * (lam + reg[rows].max()) * n[rows].max() > 0.02)
+        Qc = Q[:, cols].astype(dV.dtype)
+        A = _delta_scale(eta * (lam[None, cols] + reg[rows, None]), n[rows, None], m[rows, None], mode)
+        dV[rows] += ((dV[rows] @ Qc) * (A - 1.0).astype(dV.dtype)) @ Qc.T
+    return dV
+
+
 def _holdout_mask(ids: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """True for the cells held out: a hash of the cell id and ``seed`` (independent of the rank count)."""
     if fraction <= 0:
         return np.zeros(ids.shape[0], dtype=bool)
-    h = (ids.astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)) * np.uint64(0xBF58476D1CE4E5B9)
-    h ^= h >> np.uint64(31)
-    h *= np.uint64(0x94D049BB133111EB)
-    h ^= h >> np.uint64(29)
+    with np.errstate(over="ignore"):  # wrap-around multiplication is the hash
+        h = (ids.astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)) * np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(31)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(29)
     return (h >> np.uint64(11)).astype(np.float64) / float(2**53) < fraction
 
 
@@ -112,18 +152,33 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
     app_name = "mf"
     params = {
         "n_components": Param(10, int, lo=0, doc="rank K of the factorization (0 = biases only)"),
-        "lam": Param(0.02, float, lo=0, doc="L2 penalty of the factors (per rating, Funk style)"),
-        "lam_bias": Param(0.0, float, lo=0, doc="L2 penalty of the biases"),
+        "lam": Param(0.02, float, lo=0, doc="L2 penalty of the factors per rating (Funk/LIBMF style)"),
+        "lam_bias": Param(0.0, float, lo=0, doc="L2 penalty of the biases per rating"),
+        "lam_row": Param(None, float, lo=0, none_ok=True,
+                         doc="L2 penalty per user and item row (factors and biases; a prior: weighs on users "
+                             "and items with few ratings). None = 5, or 0 with nonneg (a zero-mean prior "
+                             "pulls non-negative factors off the truth)"),
         "use_bias": Param(True, bool, doc="global mean (fixed) + user and item biases"),
         "nonneg": Param(False, bool, doc="non-negative factors (NMF by projection; factors start >= 0)"),
-        "eta0": Param(0.02, float, lo=0, lo_open=True, doc="initial step size"),
+        "eta0": Param(0.03, float, lo=0, lo_open=True, doc="initial step size"),
         "decay": Param(0.05, float, lo=0, doc="step of epoch e: eta0 / (1 + decay e)^power"),
         "power": Param(1.0, float, lo=0, doc="exponent of the step-size decay"),
-        "max_iter": Param(30, int, lo=1, doc="epochs"),
-        "tol": Param(None, float, lo=0, doc="unused: MF runs max_iter epochs"),
-        "delta_scaling": Param("auto", str, choices=("auto", "sequential", "none"),
-                               doc="combine workers' item deltas: auto = sum clipped so it never overshoots; "
-                                   "sequential = as one sequential pass; none = plain sum (docs/apps.md)"),
+        "max_iter": Param(100, int, lo=1, doc="epochs (at most: early stopping ends sooner)"),
+        "clocks_per_epoch": Param(8, int, lo=1, doc="parameter-server clocks per epoch (workers see each "
+                                  "other's item updates after each clock: fewer drift apart)"),
+        "eval_every": Param(8, int, lo=1, doc="evaluate (and test for early stopping) every N clocks "
+                            "(default: once per epoch of 8 clocks)"),
+        "tol": Param(1e-4, float, lo=0, none_ok=True, doc="early stopping: an epoch improves when the "
+                     "validation RMSE falls by more than tol (relative)"),
+        "validation_fraction": Param(0.05, float, lo=0, hi=1, hi_open=True,
+                                     doc="fraction of the training ratings held out for early stopping "
+                                         "(0 = off: run max_iter epochs)"),
+        "n_iter_no_change": Param(5, int, lo=1, doc="early stopping: stop after this many epochs without "
+                                  "improvement and return the best epoch's model"),
+        "delta_scaling": Param("auto", str, choices=("auto", "sequential", "clip", "none"),
+                               doc="combine workers' item deltas, per direction of the raters' factors: "
+                                   "auto = sequential = as one sequential pass; clip = sum clipped so it "
+                                   "never overshoots; none = plain sum (docs/apps.md)"),
         "init_scale": Param(0.1, float, lo=0, doc="std of the initial factors (absolute value for NMF)"),
         "dtype": Param("float32", str, choices=("float32", "float64"), doc="factor precision"),
         "holdout": Param(0.0, float, lo=0, hi=1, hi_open=True,
@@ -191,6 +246,10 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         if not r.has_test and p.holdout > 0:  # hash of the (user, item) cell: independent of the rank count
             m = _holdout_mask(u * np.int64(ni) + i.astype(np.int64), p.holdout, r.seed)
             te, u, i, v = (u[m], i[m], v[m]), u[~m], i[~m], v[~m]
+        va = None
+        if p.validation_fraction > 0:  # early stopping's held-out ratings (another hash of the cell)
+            m = _holdout_mask(u * np.int64(ni) + i.astype(np.int64), p.validation_fraction, r.seed + _VAL_SALT)
+            va, u, i, v = ((u[m] - r.lo).astype(np.int32), i[m].astype(np.int32), v[m]), u[~m], i[~m], v[~m]
         rng = np.random.default_rng([r.seed, r.rank, 3])
         uperm = rng.permutation(nl)
         rank_of_user = np.empty(nl, dtype=np.int64)
@@ -199,15 +258,23 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         r.ul, r.il, r.vl = (u[order] - r.lo).astype(np.int32), i[order].astype(np.int32), v[order]
         n_loc = r.ul.size
         cnt_i = np.bincount(r.il, minlength=ni).astype(np.float64)
-        s = r.allreduce(np.concatenate(([r.vl.sum(), n_loc, 0 if te is None else te[0].size], cnt_i, cnt_i > 0)))
-        r.n_tr, r.n_te = int(s[1]), int(s[2])
+        s = r.allreduce(np.concatenate(([r.vl.sum() + (0.0 if va is None else va[2].sum()), n_loc, 0 if te is None else te[0].size,
+                                         0 if va is None else va[0].size], cnt_i, cnt_i > 0)))
+        r.n_tr, r.n_te, r.n_va = int(s[1]), int(s[2]), int(s[3])
         if r.n_tr == 0:
             raise DataError("no training ratings")
-        r.item_n, r.item_m = s[3:3 + ni], s[3 + ni:]
+        r.va = va if r.n_va > 0 else None
+        r.item_n, r.item_m = s[4:4 + ni], s[4 + ni:]
         r.scale = p.delta_scaling != "none" and bool((r.item_m > 1).any())
-        r.mode = "sequential" if p.delta_scaling == "sequential" else "clip"
+        r.mode = "clip" if p.delta_scaling == "clip" else "sequential"
         r.user_n = np.bincount(r.ul, minlength=nl).astype(np.float64)  # my ratings per local user
-        r.mu = float(s[0] / r.n_tr) if p.use_bias else 0.0
+        # penalty per visit: lam (per rating) + lam_row / n (per row, spread over the row's n ratings)
+        lam_row = p.lam_row if p.lam_row is not None else (0.0 if p.nonneg else 5.0)
+        r.regu = np.column_stack((p.lam + lam_row / np.maximum(r.user_n, 1.0),
+                                  p.lam_bias + lam_row / np.maximum(r.user_n, 1.0)))
+        r.regi = np.column_stack((p.lam + lam_row / np.maximum(r.item_n, 1.0),
+                                  p.lam_bias + lam_row / np.maximum(r.item_n, 1.0)))
+        r.mu = float(s[0] / (r.n_tr + r.n_va)) if p.use_bias else 0.0  # all training ratings
         if te is not None:
             r.te = ((te[0] - r.lo).astype(np.int32), te[1].astype(np.int32), te[2])
         cpe = p.clocks_per_epoch
@@ -215,12 +282,13 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         r.cuts = [0] + [int(starts[np.searchsorted(starts, k * n_loc // cpe)]) if n_loc else 0
                         for k in range(1, cpe)] + [n_loc]
         dt = np.dtype(p.dtype)
-        r.U = p.init_scale * np.random.default_rng([r.seed, r.rank, 5]).standard_normal((nl, p.n_components))
+        r.U = p.init_scale * _init_rows(r.seed, r.lo, r.hi, p.n_components)
         r.U = np.ascontiguousarray(np.abs(r.U) if p.nonneg else r.U, dtype=dt)
         r.bu = np.zeros(nl, dt)
         r.V, r.bi = np.zeros((ni, p.n_components), dt), np.zeros(ni, dt)
         r.dV, r.dbi = np.zeros_like(r.V), np.zeros_like(r.bi)
         r.t_train, r.t_open, r.n_upd, r.eta = 0.0, None, 0, None
+        r.best, r.ref, r.ref_clock, r.best_model = np.inf, np.inf, r.ps.clock_value if r.ps else 0, None
 
     def start(self, r):
         self._setup(r)
@@ -271,19 +339,18 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         self._read_items(r, keep=True)
         a, b = r.cuts[k], r.cuts[k + 1]
         r.eta = eta = K.step_size(p.eta0, r.epoch, p.decay, p.power)
-        K.sgd_pass(r.ul[a:b], r.il[a:b], r.vl[a:b], r.U, r.V, r.bu, r.bi, r.mu, eta, p.lam, p.lam_bias,
-                   p.use_bias, p.nonneg)
+        K.sgd_pass_rows(r.ul[a:b], r.il[a:b], r.vl[a:b], r.U, r.V, r.bu, r.bi, r.mu, eta, r.regu, r.regi,
+                        p.use_bias, p.nonneg)
         r.n_upd += b - a
         if p.n_components:
             np.subtract(r.V, r.dV, out=r.dV)
             if r.scale:
-                h = float(r.user_n @ np.einsum("uk,uk->u", r.U, r.U)) / max(r.ul.size, 1) + p.lam
-                r.dV *= _delta_scale(eta * h, r.item_n / cpe, r.item_m, r.mode).astype(dt)[:, None]
+                _scale_item_deltas(r.dV, r.U, r.user_n, eta, r.regi[:, 0], r.item_n / cpe, r.item_m, r.mode)
             r.ps.inc("V", None, r.dV)
         if p.use_bias:
             np.subtract(r.bi, r.dbi, out=r.dbi)
             if r.scale:
-                r.dbi *= _delta_scale(eta * (1.0 + p.lam_bias), r.item_n / cpe, r.item_m, r.mode).astype(dt)
+                r.dbi *= _delta_scale(eta * (1.0 + r.regi[:, 1]), r.item_n / cpe, r.item_m, r.mode).astype(dt)
             r.ps.inc("c", 0, r.dbi)
 
     def flush(self, r):
@@ -296,23 +363,39 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         sums = {"sse_train": K.sse(r.ul, r.il, r.vl, r.U, r.V, r.bu, r.bi, r.mu, p.use_bias)}
         if te is not None:
             sums["sse_test"] = K.sse(te[0], te[1], te[2], r.U, r.V, r.bu, r.bi, r.mu, p.use_bias)
+        if r.va is not None:
+            sums["sse_val"] = K.sse(*r.va, r.U, r.V, r.bu, r.bi, r.mu, p.use_bias)
         return sums
 
     def report(self, r, sums):
         row = {"train_rmse": float(np.sqrt(sums["sse_train"] / r.n_tr))}
         if r.te is not None and r.n_te > 0:
             row["test_rmse"] = float(np.sqrt(sums["sse_test"] / r.n_te))
+        if r.va is not None:
+            row["val_rmse"] = float(np.sqrt(sums["sse_val"] / r.n_va))
         if r.eta is not None:
             row["step_size"] = r.eta
         row.update(train_time=r.t_train, updates_per_s=r.n_upd / max(r.t_train, 1e-12))
         return row
 
     def converged(self, r, prev, row):
-        return False
+        """Early stopping on the validation RMSE (summed figures: the same on every rank).
+        Keeps a copy of the best model seen (my users' rows and my read of the items)."""
+        if r.va is None:
+            return False
+        val = row["val_rmse"]
+        if val < r.best:
+            r.best, r.best_row = val, dict(row)
+            r.best_model = tuple(a.copy() for a in (r.U, r.bu, r.V, r.bi))
+        if val < r.ref * (1.0 - (r.p.tol or 0.0)):
+            r.ref, r.ref_clock = val, r.clock
+        return r.clock - r.ref_clock >= r.p.n_iter_no_change * r.p.clocks_per_epoch
 
     def finish(self, r):
         self._read_items(r)
         last = self.history_[-1]
+        if r.best_model is not None and last["val_rmse"] > r.best:
+            last = self._restore_best(r)
         self.train_rmse_, self.test_rmse_ = last["train_rmse"], last.get("test_rmse")
         self.updates_per_s_, self.train_time_ = last["updates_per_s"], last["train_time"]
         self.n_iter_ = -(-r.clock // r.p.clocks_per_epoch)  # epochs (started)
@@ -321,6 +404,28 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         self.item_factors_ = np.array(r.V, dtype=np.float64)
         self.item_bias_ = np.array(r.bi, dtype=np.float64)
         self.mean_ = r.mu
+
+    def _restore_best(self, r):
+        """Collective: the best evaluation's model (my user rows; rank 0's read of the items,
+        which under ssp may differ slightly from the others'), its figures recomputed
+        exactly and appended to ``history_`` (``best_iter``: the clock it was taken at)."""
+        U, bu, V, bi = r.best_model
+        r.U[...], r.bu[...] = U, bu
+        z = np.concatenate((V.ravel(), bi)).astype(np.float64) if r.rank == 0 else np.zeros(V.size + bi.size)
+        z = r.allreduce(z) if r.size > 1 else z
+        r.V[...], r.bi[...] = z[:V.size].reshape(V.shape), z[V.size:]
+        row = {k: v for k, v in r.best_row.items()}
+        row.update(self.report(r, {k: float(v) for k, v in zip(
+            ("sse_test", "sse_train", "sse_val"),
+            r.allreduce(np.array([float(x) for x in self._sse3(r)])))}))
+        row.update(iter=r.clock, epoch=r.clock / r.p.clocks_per_epoch, best_iter=r.best_row["iter"])
+        self.history_.append(row)
+        return row
+
+    def _sse3(self, r):
+        p, te = r.p, r.te
+        f = lambda t: K.sse(t[0], t[1], t[2], r.U, r.V, r.bu, r.bi, r.mu, p.use_bias) if t is not None else 0.0
+        return f(te), f((r.ul, r.il, r.vl)), f(r.va)
 
     # -- use ----------------------------------------------------------------------------
     def _require(self):

@@ -16,7 +16,8 @@ Per rating, with ``e = r - prediction`` and step ``eta``::
     c_i  += eta * (e - lam_bias * c_i)
 
 i.e. SGD on ``1/2 sum_(u,i) [e_ui^2 + lam (|U_u|^2 + |V_i|^2) + lam_bias (b_u^2 + c_i^2)]``
-(each factor is penalised once per rating it appears in, Petuum/Funk style).
+(each factor is penalised once per rating it appears in, Petuum/Funk style);
+:func:`sgd_pass_rows` takes a penalty per user and item row instead.
 ``nonneg=True`` projects ``U[u]`` and ``V[i]`` onto ``>= 0`` after each update (NMF).
 
 Arrays: ``users``/``items`` int32 or int64, ``ratings`` float; ``U``, ``V``,
@@ -31,8 +32,58 @@ from numba import njit
 
 
 @njit(cache=True, fastmath=True, nogil=True)
+def _sgd(users, items, ratings, U, V, bu, bi, mu, eta, regu, su, regi, si, use_bias, nonneg, dV, dbi, track):
+    """The one SGD loop behind :func:`sgd_epoch`, :func:`sgd_pass` and :func:`sgd_pass_rows`.
+
+    ``regu[u * su]`` / ``regi[i * si]`` = (factor, bias) penalty per visit of user ``u`` /
+    item ``i`` (``su = 0``: one row for all); the shrink factor ``eta * lam`` is capped at
+    1 (never past 0, whatever the penalty). ``track``: add every change of ``V``/``bi`` to
+    ``dV``/``dbi``."""
+    K = U.shape[1]
+    n = ratings.shape[0]
+    et = eta
+    sse = 0.0
+    for t in range(n):
+        u = users[t]
+        i = items[t]
+        pu = u * su
+        pi = i * si
+        pred = mu
+        if use_bias:
+            pred += bu[u] + bi[i]
+        dot = 0.0
+        for k in range(K):
+            dot += U[u, k] * V[i, k]
+        e = ratings[t] - (pred + dot)
+        sse += e * e
+        if use_bias:
+            bu[u] += et * e - min(et * regu[pu, 1], 1.0) * bu[u]
+            nb = bi[i] + et * e - min(et * regi[pi, 1], 1.0) * bi[i]
+            if track:
+                dbi[i] += nb - bi[i]
+            bi[i] = nb
+        ge = et * e
+        gu = 1.0 - min(et * regu[pu, 0], 1.0)
+        gv = 1.0 - min(et * regi[pi, 0], 1.0)
+        for k in range(K):
+            uk = U[u, k]
+            vk = V[i, k]
+            nu = gu * uk + ge * vk
+            nv = gv * vk + ge * uk
+            if nonneg:
+                nu = nu if nu > 0.0 else 0.0
+                nv = nv if nv > 0.0 else 0.0
+            U[u, k] = nu
+            V[i, k] = nv
+            if track:
+                dV[i, k] += nv - vk
+    return sse
+
+
+@njit(cache=True, fastmath=True, nogil=True)
 def sgd_epoch(users, items, ratings, U, V, dV, bu, bi, dbi, mu, eta, lam, lam_bias, use_bias, nonneg):
-    """One SGD pass over ``ratings`` in array order.
+    """One SGD pass over ``ratings`` in array order, adding every change of ``V``/``bi``
+    to the delta buffers ``dV``/``dbi``.
 
     Parameters
     ----------
@@ -46,7 +97,7 @@ def sgd_epoch(users, items, ratings, U, V, dV, bu, bi, dbi, mu, eta, lam, lam_bi
     bi, dbi : (n_items,) item biases (local copy) and their delta buffer.
     mu : float, global mean (fixed).
     eta : float, step size of this pass.
-    lam, lam_bias : float, L2 penalties of factors and biases.
+    lam, lam_bias : float, L2 penalties of factors and biases (per rating).
     use_bias, nonneg : bool.
 
     Returns
@@ -54,48 +105,8 @@ def sgd_epoch(users, items, ratings, U, V, dV, bu, bi, dbi, mu, eta, lam, lam_bi
     float
         Sum of squared errors seen during the pass (before each update).
     """
-    K = U.shape[1]
-    n = ratings.shape[0]
-    et = eta
-    sse = 0.0
-    for t in range(n):
-        u = users[t]
-        i = items[t]
-        pred = mu
-        if use_bias:
-            pred += bu[u] + bi[i]
-        dot = 0.0
-        for k in range(K):
-            dot += U[u, k] * V[i, k]
-        e = ratings[t] - (pred + dot)
-        sse += e * e
-        if use_bias:
-            bu[u] += et * (e - lam_bias * bu[u])
-            db = et * (e - lam_bias * bi[i])
-            bi[i] += db
-            dbi[i] += db
-        ge = et * e
-        gl = 1.0 - et * lam
-        if nonneg:
-            for k in range(K):
-                uk = U[u, k]
-                vk = V[i, k]
-                nu = gl * uk + ge * vk
-                nv = gl * vk + ge * uk
-                nu = nu if nu > 0.0 else 0.0
-                nv = nv if nv > 0.0 else 0.0
-                U[u, k] = nu
-                V[i, k] = nv
-                dV[i, k] += nv - vk
-        else:
-            for k in range(K):
-                uk = U[u, k]
-                vk = V[i, k]
-                U[u, k] = gl * uk + ge * vk
-                dv = ge * uk - (et * lam) * vk
-                V[i, k] = vk + dv
-                dV[i, k] += dv
-    return sse
+    reg = np.array([[lam, lam_bias]])
+    return _sgd(users, items, ratings, U, V, bu, bi, mu, eta, reg, 0, reg, 0, use_bias, nonneg, dV, dbi, True)
 
 
 @njit(cache=True, fastmath=True, nogil=True)
@@ -104,42 +115,17 @@ def sgd_pass(users, items, ratings, U, V, bu, bi, mu, eta, lam, lam_bias, use_bi
     ``bi - bi_read`` itself (one dense subtraction per clock), which halves the random
     memory traffic per update. Same parameters otherwise; returns the summed squared
     errors seen during the pass."""
-    K = U.shape[1]
-    n = ratings.shape[0]
-    et = eta
-    gl = 1.0 - et * lam
-    el = et * lam
-    sse = 0.0
-    for t in range(n):
-        u = users[t]
-        i = items[t]
-        pred = mu
-        if use_bias:
-            pred += bu[u] + bi[i]
-        dot = 0.0
-        for k in range(K):
-            dot += U[u, k] * V[i, k]
-        e = ratings[t] - (pred + dot)
-        sse += e * e
-        if use_bias:
-            bu[u] += et * (e - lam_bias * bu[u])
-            bi[i] += et * (e - lam_bias * bi[i])
-        ge = et * e
-        if nonneg:
-            for k in range(K):
-                uk = U[u, k]
-                vk = V[i, k]
-                nu = gl * uk + ge * vk
-                nv = gl * vk + ge * uk
-                U[u, k] = nu if nu > 0.0 else 0.0
-                V[i, k] = nv if nv > 0.0 else 0.0
-        else:
-            for k in range(K):
-                uk = U[u, k]
-                vk = V[i, k]
-                U[u, k] = gl * uk + ge * vk
-                V[i, k] = vk + ge * uk - el * vk
-    return sse
+    reg = np.array([[lam, lam_bias]])
+    return _sgd(users, items, ratings, U, V, bu, bi, mu, eta, reg, 0, reg, 0, use_bias, nonneg, V, bi, False)
+
+
+@njit(cache=True, fastmath=True, nogil=True)
+def sgd_pass_rows(users, items, ratings, U, V, bu, bi, mu, eta, regu, regi, use_bias, nonneg):
+    """:func:`sgd_pass` with a penalty per row: ``regu`` (n_users, 2) and ``regi``
+    (n_items, 2) hold the (factor, bias) penalty applied at each visit of that user /
+    item (e.g. ``lam + lam_row / n_u``: the visits of one epoch add up to
+    ``lam n_u + lam_row``)."""
+    return _sgd(users, items, ratings, U, V, bu, bi, mu, eta, regu, 1, regi, 1, use_bias, nonneg, V, bi, False)
 
 
 @njit(cache=True, fastmath=True, nogil=True)
