@@ -5,6 +5,8 @@
 ``clock``            the owner's clock
 ``gate``             bsp: the owner finished its reads of clock ``gate - 1``
 ``reserved``         unused
+``log_head``         bytes ever appended to the owner's delta log (every change of the shard)
+``log_tail``         oldest log position still held (readers whose copy is older fetch rows)
 ``applied[p]``       every update of origin ``p`` from clocks ``< applied[p]`` is in the
                      shard (a reader at clock ``c`` needs ``min_p >= c - s``)
 ``consumed[p]``      bytes of ``p``'s mailbox ring the owner has applied (``p`` reads
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_SCALARS = ("version", "clock", "gate", "reserved")
+_SCALARS = ("version", "clock", "gate", "reserved", "log_head", "log_tail")
 _PER_ORIGIN = ("applied", "consumed", "consumed_seq", "written")
 
 
@@ -34,7 +36,7 @@ def header_dtype(P: int) -> np.dtype:
 class Header:
     """Named views of a header held in ``buf`` (a window's bytes or a fetched copy).
 
-    ``version``, ``clock`` and ``gate`` are 1-element arrays (``h.clock[0] = c``);
+    ``version``, ``clock``, ``gate``, ``log_head`` and ``log_tail`` are 1-element arrays (``h.clock[0] = c``);
     ``applied``, ``consumed``, ``consumed_seq`` and ``written`` have one entry per rank.
     """
 
@@ -44,6 +46,7 @@ class Header:
         self.raw = buf[: self.nbytes]  # uint8: what a Get fills
         rec = self.raw.view(self.dtype)
         self.version, self.clock, self.gate = rec["version"], rec["clock"], rec["gate"]
+        self.log_head, self.log_tail = rec["log_head"], rec["log_tail"]
         self.applied = rec["applied"][0]
         self.consumed = rec["consumed"][0]
         self.consumed_seq = rec["consumed_seq"][0]

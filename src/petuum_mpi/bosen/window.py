@@ -1,8 +1,8 @@
 """The one MPI window of a parameter server and the transport rules around it.
 
 Every rank's window holds, at the same offsets on every rank: the header
-(:mod:`.header`), one mailbox ring of ``cap`` bytes per origin, and the shard of
-every table (room for the largest shard, rank 0's). It is allocated with
+(:mod:`.header`), one mailbox ring of ``cap`` bytes per origin, the delta log
+(``logcap`` bytes, see :mod:`.mailbox`) and the shard of every table (room for the largest shard, rank 0's). It is allocated with
 ``Win.Allocate`` and stays in one ``Lock_all`` epoch for its lifetime.
 
 Transports without shared memory or hardware RMA (Open MPI osc/ucx over TCP)
@@ -42,17 +42,30 @@ def ring_bytes(tables, P: int, mailbox_mb: float | None) -> int:
     return align(cap, 64) if P > 1 else 0
 
 
-class Window:
-    """Collective: allocate the window, place header, rings and shards; ``g`` = counters."""
+def log_bytes(tables, P: int, delta_log_mb: float | None) -> int:
+    """Size of the delta log (mailbox.py): by default the largest shard (rank 0's, all tables)
+    within [256 KiB, 64 MiB] (a log longer than the shard is never worth reading); 0 = no log."""
+    if P == 1 or delta_log_mb == 0:
+        return 0
+    if delta_log_mb is not None:
+        return align(max(int(delta_log_mb * 2**20), 4 * CHUNK_HDR), 64)
+    shard = sum(t.lay.n_slots(0) * t.lay.unit_bytes for t in tables)
+    return align(min(max(shard, 256 * 1024), 64 * 2**20), 64)
 
-    def __init__(self, comm, tables, mailbox_mb: float | None, g: dict):
+
+class Window:
+    """Collective: allocate the window, place header, rings, delta log and shards; ``g`` = counters."""
+
+    def __init__(self, comm, tables, mailbox_mb: float | None, g: dict, delta_log_mb: float | None = None):
         from mpi4py import MPI
 
         self.MPI, self.comm, self.g = MPI, comm, g
         self.P, self.me = P, me = comm.size, comm.rank
         self.cap = ring_bytes(tables, P, mailbox_mb)
         self.ring0 = align(header_dtype(P).itemsize)  # ring p starts at ring0 + p * cap
-        off = self.ring0 + self.cap * P
+        self.log0 = self.ring0 + self.cap * P  # the delta log: logcap bytes
+        self.logcap = log_bytes(tables, P, delta_log_mb)
+        off = self.log0 + self.logcap
         for t in tables:
             off = align(off)
             t.offset = off  # same on every rank
