@@ -27,10 +27,10 @@ The owner applies waiting chunks whenever it enters the library
 ``Get`` are used: they complete without the target's help where a
 floating-point ``Accumulate`` stalls until the target calls MPI.
 
-**Delta log.** Every chunk an owner applies to its shard (its own deltas too) is
-also copied, verbatim, into a ring of ``logcap`` bytes in its window (same SKIP
-rule); ``log_head`` counts bytes ever appended, ``log_tail`` is the oldest position
-still held, both updated inside the seqlock. A reader that fetched a unit when the
+**Delta log.** Every chunk an owner applies to a table's shard (its own deltas too)
+is also copied, verbatim, into that table's ring of ``t.logcap`` bytes in its window
+(same SKIP rule); ``log_head[t]`` counts bytes ever appended, ``log_tail[t]`` is the
+oldest position still held, both updated inside the seqlock. A reader that fetched a unit when the
 log head was ``L`` (``Cache.base``) can bring its copy to the owner's current state
 ``H`` by Getting the log bytes ``[L, H)`` and adding the entries of other origins
 (its own are already in its copy: they were folded in when sent), when that is
@@ -146,16 +146,16 @@ class Mailboxes:
         win.begin_write()
         try:
             for t, du in work:
-                if not win.logcap:
+                if not t.logcap:
                     K.apply_own(t.shard, t.cache.u, t.log.u, du, self.P)
                     t.log.dirty[du] = False
                     continue
                 # through chunks, so that the delta log records my own changes too
-                for t_, us, cnt, need in self._plan(t, du, False, win.logcap // 2):
+                for t_, us, cnt, need in self._plan(t, du, False, t.logcap // 2):
                     buf, units, payload = self._encode(t, us, cnt, t.log.u, 0, -1, need)
                     t.log.dirty[us] = False
                     apply_chunk(t.shard, units // self.P, payload)
-                    self._log_append(buf, need)
+                    self._log_append(t, buf, need)
             a = win.hdr.applied
             a[self.me] = max(int(a[self.me]), tag)
         finally:
@@ -209,13 +209,13 @@ class Mailboxes:
             t.stats.sent_sparse_units += nu
         return buf, units, payload
 
-    def _log_append(self, chunk: np.ndarray, n: int) -> None:
-        """Owner, inside the seqlock: copy an applied chunk (``n`` bytes) into the delta log."""
-        win = self.win
-        cap, h, base = win.logcap, win.hdr, win.log0
-        head = int(h.log_head[0])
+    def _log_append(self, t, chunk: np.ndarray, n: int) -> None:
+        """Owner, inside the seqlock: copy an applied chunk (``n`` bytes) into ``t``'s delta log."""
+        win, i = self.win, t.tid
+        cap, h, base = t.logcap, win.hdr, t.log0
+        head = int(h.log_head[i])
         if n > cap:  # too big to keep: every copy older than this must be fetched whole
-            h.log_head[0] = h.log_tail[0] = head + n
+            h.log_head[i] = h.log_tail[i] = head + n
             return
         pos = head % cap
         if pos + n > cap:
@@ -225,8 +225,8 @@ class Mailboxes:
             pos = 0
         win.mem[base + pos : base + pos + n] = chunk[:n]
         head += n
-        h.log_head[0] = head
-        h.log_tail[0] = max(int(h.log_tail[0]), head - cap)
+        h.log_head[i] = head
+        h.log_tail[i] = max(int(h.log_tail[i]), head - cap)
 
     def send(self, o: int, tag: int, work, held: bool = False) -> bool:
         """Put ``work`` (list of (table, units)) and a final tag into o's mailbox.
@@ -361,8 +361,8 @@ class Mailboxes:
                         t = self.tables[tid]
                         units, payload = decode(mem, base + pos, t)
                         apply_chunk(t.shard, units // P, payload)
-                        if win.logcap:
-                            self._log_append(mem[base + pos : base + pos + nbytes], nbytes)
+                        if t.logcap:
+                            self._log_append(t, mem[base + pos : base + pos + nbytes], nbytes)
                     cons += nbytes
                     self.g["inc_bytes_recv"] += nbytes
                     h.consumed_seq[p] = seq

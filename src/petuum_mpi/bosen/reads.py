@@ -11,7 +11,7 @@ owner was applying, so it retries (seqlock). The origin's own chunks the owner
 has not applied yet, and its oplog and held deltas, are added (read-my-writes).
 
 Units fetched before (``Cache.base`` = the owner's delta-log head then) are instead
-brought up to date from the owner's delta log (mailbox.py) when the log since the
+brought up to date from the owner's delta log of the table (mailbox.py) when the log since the
 oldest of them is still held and is fewer bytes than those units: the reader Gets
 the log bytes ``[base, head)`` in the same seqlock round and adds every entry of
 another origin at a position ``>= base[u]`` to its copy of unit ``u``. Its copy then
@@ -138,8 +138,8 @@ class Reader:
                 self.sync.wait(None, back)
                 continue
             cseq = int(h.consumed_seq[self.me])
-            head = int(h.log_head[0])
-            use_log = bool(n_base and win.logcap and lmin >= int(h.log_tail[0]) and head - lmin < n_base * ub)
+            head = int(h.log_head[t.tid])
+            use_log = bool(n_base and t.logcap and lmin >= int(h.log_tail[t.tid]) and head - lmin < n_base * ub)
             whole = us[~has_base] if use_log else us
             slots = whole // self.P
             # runs of consecutive slots -> one Get each
@@ -150,7 +150,7 @@ class Reader:
             rb = recv.view(np.uint8).reshape(-1)
             for a, b in zip(starts.tolist(), ends.tolist()):
                 win.get(rb[a * ub : b * ub], o, t.offset + int(slots[a]) * ub)
-            logbuf = self._get_log(o, lmin, head) if use_log else None
+            logbuf = self._get_log(t, o, lmin, head) if use_log else None
             win.flush(o)
             win.get(ver, o, h.disp("version"))
             win.flush(o)
@@ -159,7 +159,7 @@ class Reader:
             if int(ver[0]) == v1:
                 break
             g["torn_reads"] += 1
-        n = starts.size + 2 + (0 if logbuf is None else 1 + ((lmin % win.logcap) + nlog > win.logcap))
+        n = starts.size + 2 + (0 if logbuf is None else 1 + ((lmin % t.logcap) + nlog > t.logcap))
         t.stats.fetch_msgs += n
         t.stats.fetch_bytes += recv.nbytes + nlog
         g["gets"] += n
@@ -174,23 +174,23 @@ class Reader:
         cache.base[us] = head
         return mt
 
-    def _get_log(self, o: int, lo: int, hi: int) -> np.ndarray:
-        """Start the Gets of ``o``'s delta-log bytes ``[lo, hi)`` (one or two: the ring wraps)."""
+    def _get_log(self, t, o: int, lo: int, hi: int) -> np.ndarray:
+        """Start the Gets of ``o``'s delta-log bytes ``[lo, hi)`` of ``t`` (one or two: the ring wraps)."""
         win = self.win
-        cap = win.logcap
+        cap = t.logcap
         buf = np.empty(hi - lo, dtype=np.uint8)
         pos = lo % cap
         first = min(hi - lo, cap - pos)
         if first:
-            win.get(buf[:first], o, win.log0 + pos)
+            win.get(buf[:first], o, t.log0 + pos)
         if first < buf.size:
-            win.get(buf[first:], o, win.log0)
+            win.get(buf[first:], o, t.log0)
         return buf
 
     def _apply_log(self, t, units: np.ndarray, buf: np.ndarray, lo: int, hi: int) -> None:
         """Add the log entries ``[lo, hi)`` of other origins to the cached ``units`` of ``t``
         (each only from its own ``base`` on)."""
-        cap, cache = self.win.logcap, t.cache
+        cap, cache = t.logcap, t.cache
         want = np.zeros(t.lay.n_units, dtype=np.bool_)
         want[units] = True
         q = lo
@@ -203,7 +203,7 @@ class Reader:
             if int(hh[0]) == _SKIP:
                 q += cap - pos
                 continue
-            if int(hh[3]) == t.tid and int(hh[7]) != self.me:
+            if int(hh[7]) != self.me:
                 cu, payload = decode(buf, q - lo, t)
                 if isinstance(payload, tuple):
                     K.log_sparse(cache.u, cu, *payload, want, cache.base, q)

@@ -24,6 +24,7 @@ class TableState:
         self.log = Oplog(lay)
         self.nslots = lay.n_slots(me)
         self.offset = 0  # byte offset of the shard in the window
+        self.log0, self.logcap = 0, 0  # the delta log in the window (set by the window)
         self.shard: np.ndarray | None = None
         self.stats = TableStats()
 
