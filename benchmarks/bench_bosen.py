@@ -3,6 +3,7 @@ and traffic per clock (sparse vs dense communication).
 
     .venv/bin/mpiexec -n 2 .venv/bin/python benchmarks/bench_bosen.py
     .venv/bin/mpiexec -n 2 .venv/bin/python benchmarks/bench_bosen.py --traffic   # traffic rows only
+    .venv/bin/mpiexec -n 2 .venv/bin/python benchmarks/bench_bosen.py --lda       # the LDA app's traffic only
 
 Traffic rows: every clock each rank incs a random ``density`` of the entries (LDA-like int32
 count tables: entries; MF-like float64 tables: whole rows), ends the clock and reads the whole
@@ -112,12 +113,75 @@ def traffic(bench, comm, clocks):
                           else "")
 
 
+def lda_app(bench, comm, ks, sweeps):
+    """The LDA app (default sampler, 4 clocks per sweep) on a corpus drawn from LDA
+    (20,000 docs x ~150 tokens, 20,000 words), with sparse communication and with the
+    dense path (``sparse=False`` set as the servers' default: the app has no option for it)."""
+    import shutil
+    import tempfile
+
+    from petuum_mpi.apps.lda import LDA
+    from petuum_mpi.bosen import server as S
+    from petuum_mpi.data import write_bow
+    from petuum_mpi.data.synth import make_lda_corpus
+
+    tmp = None
+    if comm.rank == 0:
+        tmp = tempfile.mkdtemp(prefix="bench_bosen_lda_")
+        doc_ptr, word_ids, counts, _, _ = make_lda_corpus(20_000, 20_000, 100, doc_length=150.0, alpha=0.1,
+                                                          beta=0.01, seed=1)
+        write_bow(os.path.join(tmp, "corpus"), doc_ptr, word_ids, counts, 20_000, n_shards=4)
+    tmp = comm.bcast(tmp, root=0)
+    orig = S.ParameterServer.__init__
+    mode = "NOLOCAL" if os.environ.get("MPIR_CVAR_NOLOCAL") == "1" else "shm"
+    try:
+        for K in ks:
+            res = {}
+            for sparse in (False, True, False, True)[: 2 * max(1, bench.args.repeat // 2)]:
+                def init(self, *a, _sp=sparse, **k):
+                    k.setdefault("sparse", _sp)
+                    orig(self, *a, **k)
+
+                S.ParameterServer.__init__ = init
+                est = LDA(n_components=K, doc_topic_prior=0.1, topic_word_prior=0.01, max_iter=sweeps,
+                          evaluate_every=0, random_state=1, comm=comm)
+                comm.Barrier()
+                t0 = time.perf_counter()
+                est.fit(os.path.join(tmp, "corpus"))
+                dt = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+                row = est.history_[-1]
+                clocks = est.n_iter_
+                v = np.array([row["inc_bytes_per_clock"], row["pull_bytes_per_clock"]], dtype=np.float64)
+                v = np.append(comm.allreduce(v, op=MPI.MAX), dt / clocks)
+                res.setdefault(sparse, []).append(v)
+            med = {sp: np.median(np.array(r), axis=0) for sp, r in res.items()}
+            data = f"LDA app K={K}, 20k docs x 150 tokens, 20k words, {sweeps} sweeps x 4 clocks, {mode}"
+            for i, (what, metric) in enumerate((("incs: bytes sent per clock per rank", "bytes"),
+                                                ("pulls: bytes received per clock per rank", "bytes"),
+                                                ("time per clock (whole fit / clocks)", "time_s"))):
+                bench.row(f"LDA app {what}", data=data, metric=metric, value=float(med[True][i]),
+                          baseline=float(med[False][i]), baseline_name="dense path (sparse=False)",
+                          target="<= 0.2 (5x fewer bytes)" if K >= 1000 and i < 2 else "")
+    finally:
+        S.ParameterServer.__init__ = orig
+        comm.Barrier()
+        if comm.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description="benchmark: bosen")
     parser.add_argument("--traffic", action="store_true", help="only the traffic-per-clock rows")
+    parser.add_argument("--lda", action="store_true", help="only the LDA app's traffic rows")
+    parser.add_argument("--lda-k", type=int, nargs="+", default=[50, 1000])
+    parser.add_argument("--lda-sweeps", type=int, default=3)
     parser.add_argument("--clocks", type=int, default=6, help="timed clocks per traffic run")
     bench = Bench("bosen", parser=parser)
     comm = MPI.COMM_WORLD
+    if bench.args.lda:
+        lda_app(bench, comm, bench.args.lda_k, bench.args.lda_sweeps)
+        bench.finish()
+        return
     traffic(bench, comm, bench.args.clocks)
     if bench.args.traffic:
         bench.finish()

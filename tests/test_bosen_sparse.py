@@ -100,9 +100,11 @@ def _sparse_was_used(comm, st):
 
 @pytest.mark.parametrize("model,s", MODELS)
 def test_sparse_incs_and_log_pulls_keep_the_guarantee(comm, model, s):
-    """int32, int64 and float64 tables and a 100k-column row (column blocks), random delays."""
+    """int32, int64 and float64 tables, a 100k-column row and a 300k-column int32 row (column
+    blocks of >= 65,536 columns at 1-2 ranks: int32 column indices), random delays."""
     tables = [TableSpec("i", 16, 1024, "int32"), TableSpec("l", 8, 4096, "int64"),
-              TableSpec("f", 16, 2048, "float64"), TableSpec("w", 1, 100_000, "int64")]
+              TableSpec("f", 16, 2048, "float64"), TableSpec("w", 1, 100_000, "int64"),
+              TableSpec("w32", 1, 300_000, "int32")]
     strag = {"ranks": [], "random_delay_ms": 2.0, "seed": 9}
     bad, st, final = _run(comm, model, s, 10, tables, read_first=True, stride=64, straggler=strag)
     assert _all(comm, not bad), bad[:5]

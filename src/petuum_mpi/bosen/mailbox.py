@@ -9,11 +9,12 @@ at the owner, flushes, then ``Put``s its new ring head into the owner's header
 
 * ``DATA`` (dense): the unit ids (int64), then the units' values (``nunits x bw``);
 * ``SPARSE``: the unit ids (int64), the number of nonzero deltas per unit (int32),
-  their column indices within the unit (int32, ``nnz`` in all), their values
-  (``nnz`` of the table's dtype); each part padded to 8 bytes.
+  their column indices within the unit (uint16, or int32 for units of 65,536
+  columns or more; ``nnz`` in all), their values (``nnz`` of the table's dtype);
+  each part padded to 8 bytes.
 
 A unit travels sparse when that takes at most ``SPARSE_RATIO`` = 1/4 of its dense bytes,
-``12 + nnz (4 + itemsize) <= (8 + unit_bytes) / 4`` (chosen per unit; a table's units of
+``12 + nnz (2 + itemsize) <= (8 + unit_bytes) / 4`` (``4 +`` for int32 columns) (chosen per unit; a table's units of
 one clock are cut into sparse and dense chunks): packing and applying scattered pairs
 costs about 3-4x the time per byte of a contiguous add, so a smaller gain in bytes is
 lost in time on shared memory. Units whose deltas are all zero do not travel.
@@ -60,7 +61,8 @@ def chunk_bytes(nu: int, nnz: int | None, t) -> int:
     """Bytes of a chunk of ``nu`` units of ``t``: dense if ``nnz`` is None, else sparse."""
     if nnz is None:
         return align(CHUNK_HDR + 8 * nu + nu * t.lay.unit_bytes, 8)
-    return align(CHUNK_HDR + 8 * nu + align(4 * nu, 8) + align(4 * nnz, 8) + nnz * t.dtype.itemsize, 8)
+    return align(CHUNK_HDR + 8 * nu + align(4 * nu, 8) + align(t.col_dtype.itemsize * nnz, 8) + nnz * t.dtype.itemsize,
+                 8)
 
 
 def decode(buf: np.ndarray, off: int, t):
@@ -75,8 +77,9 @@ def decode(buf: np.ndarray, off: int, t):
         return units, buf[o : o + nu * t.lay.unit_bytes].view(t.dtype).reshape(nu, t.lay.bw)
     counts = buf[o : o + 4 * nu].view(np.int32)
     o += align(4 * nu, 8)
-    cols = buf[o : o + 4 * nnz].view(np.int32)
-    o += align(4 * nnz, 8)
+    ci = t.col_dtype.itemsize
+    cols = buf[o : o + ci * nnz].view(t.col_dtype)
+    o += align(ci * nnz, 8)
     return units, (counts, cols, buf[o : o + nnz * t.dtype.itemsize].view(t.dtype))
 
 
@@ -167,7 +170,7 @@ class Mailboxes:
         and all-zero units (dropped) only if ``self.sparse``."""
         log = t.log
         src = log.held_u if held else log.u
-        ub, isz = t.lay.unit_bytes, t.dtype.itemsize
+        ub, isz, ci = t.lay.unit_bytes, t.dtype.itemsize, t.col_dtype.itemsize
         out = []
         dense = du
         if self.sparse and du.size:
@@ -176,11 +179,11 @@ class Mailboxes:
             zero = cnt == 0
             if zero.any():
                 (log.hdirty if held else log.dirty)[du[zero]] = False
-            sp = ~zero & (12 + cnt.astype(np.int64) * (4 + isz) <= SPARSE_RATIO * (8 + ub))
+            sp = ~zero & (12 + cnt.astype(np.int64) * (ci + isz) <= SPARSE_RATIO * (8 + ub))
             dense = du[~zero & ~sp]
             if sp.any():
                 su, sc = du[sp], cnt[sp]
-                cum = np.cumsum(12 + sc.astype(np.int64) * (4 + isz))
+                cum = np.cumsum(12 + sc.astype(np.int64) * (ci + isz))
                 a = 0
                 while a < su.size:
                     b = max(int(np.searchsorted(cum, (cum[a - 1] if a else 0) + limit, "right")), a + 1)
