@@ -1,12 +1,23 @@
-"""Bösen micro-benchmarks: cached get, fetching get, clock(), bulk inc throughput.
+"""Bösen micro-benchmarks: cached get, fetching get, clock(), bulk inc throughput,
+and traffic per clock (sparse vs dense communication).
 
     .venv/bin/mpiexec -n 2 .venv/bin/python benchmarks/bench_bosen.py
+    .venv/bin/mpiexec -n 2 .venv/bin/python benchmarks/bench_bosen.py --traffic   # traffic rows only
+    .venv/bin/mpiexec -n 2 .venv/bin/python benchmarks/bench_bosen.py --lda       # the LDA app's traffic only
+
+Traffic rows: every clock each rank incs a random ``density`` of the entries (LDA-like int32
+count tables: entries; MF-like float64 tables: whole rows), ends the clock and reads the whole
+table (as LDA does), under ssp(0) so every clock fetches. Reported per clock per rank (max over ranks): bytes the incs sent, bytes the
+pulls received, and the time of one clock (inc + clock + get); baseline = the dense path
+(``sparse=False``: whole units on the wire, whole units fetched), interleaved in the same run,
+median of ``--repeat`` runs.
 
 Baselines measured in the same run: numpy row indexing (cached get), a raw
 MPI Get + Flush of the same bytes (fetching get), MPI Barrier (clock), and
 np.copyto of an array of the same size (bulk inc bandwidth).
 """
 
+import argparse
 import os
 import sys
 import time
@@ -28,9 +39,159 @@ def per_call(fn, n):
     return (time.perf_counter() - t0) / n
 
 
+TRAFFIC = [  # (name, rows, cols, dtype, entry-sparse?, densities)
+    ("LDA-like n_wk K=1000", 20_000, 1000, "int32", True, (0.001, 0.01, 0.03, 0.1, 1.0)),
+    ("LDA-like n_wk K=50", 20_000, 50, "int32", True, (0.01, 0.1, 1.0)),
+    ("MF-like factors (rows)", 20_000, 100, "float64", False, (0.001, 0.01, 0.1, 1.0)),
+]
+
+
+def _deltas(rows, cols, dtype, entries, density, seed, n=2):
+    """``n`` random deltas of the table: a ``density`` of the entries (or of whole rows) nonzero."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        if entries:
+            nnz = max(1, int(density * rows * cols))
+            d = np.zeros(rows * cols, dtype=dtype)
+            d[rng.choice(rows * cols, nnz, replace=False) if density < 1 else slice(None)] = rng.choice(
+                np.array([-1, 1], dtype=dtype), nnz)
+            d = d.reshape(rows, cols)
+        else:
+            nr = max(1, int(density * rows))
+            d = np.zeros((rows, cols), dtype=dtype)
+            d[rng.choice(rows, nr, replace=False)] = rng.standard_normal((nr, cols))
+        ch = np.flatnonzero(d.any(axis=1))
+        out.append((ch, np.ascontiguousarray(d[ch])))
+    return out
+
+
+def _traffic_once(comm, spec, deltas, sparse, clocks):
+    """One run: bytes per clock per rank (incs sent, pulls received) and seconds per clock (max over ranks)."""
+    name, rows, cols, dtype = spec
+    with ParameterServer([TableSpec("t", rows, cols, dtype)], comm, consistency="ssp", staleness=0,
+                         sparse=sparse) as ps:
+        ps.get("t")
+        for k in range(2):  # warm-up: first fetches, compilation
+            ch, d = deltas[k % len(deltas)]
+            ps.inc("t", ch, d)
+            ps.clock()
+            ps.get("t")
+        ps.barrier()
+        s0 = ps.stats()
+        t0 = time.perf_counter()
+        for k in range(clocks):
+            ch, d = deltas[k % len(deltas)]
+            ps.inc("t", ch, d)
+            ps.clock()
+            ps.get("t")
+        dt = time.perf_counter() - t0
+        s1 = ps.stats()
+        res = np.array([(s1[k] - s0[k]) / clocks for k in ("inc_bytes_sent", "pull_bytes_recv")] + [dt / clocks])
+        res = ps.allreduce(res, MPI.MAX)
+        ps.barrier()
+    return res
+
+
+def traffic(bench, comm, clocks):
+    mode = "NOLOCAL" if os.environ.get("MPIR_CVAR_NOLOCAL") == "1" else "shm"
+    for name, rows, cols, dtype, entries, dens in TRAFFIC:
+        for dsty in dens:
+            deltas = _deltas(rows, cols, dtype, entries, dsty, 11 + comm.rank)
+            runs = {True: [], False: []}
+            for _ in range(bench.args.repeat):
+                for sp in (False, True):
+                    runs[sp].append(_traffic_once(comm, (name, rows, cols, dtype), deltas, sp, clocks))
+            med = {sp: np.median(np.array(v), axis=0) for sp, v in runs.items()}
+            data = f"{rows}x{cols} {dtype}, {dsty:.1%} {'entries' if entries else 'rows'}/clock, {mode}"
+            for i, (what, metric) in enumerate((("incs: bytes sent per clock per rank", "bytes"),
+                                                ("pulls: bytes received per clock per rank", "bytes"),
+                                                ("time per clock (inc+clock+get all)", "time_s"))):
+                bench.row(f"{name} {what}", data=data, metric=metric, value=float(med[True][i]),
+                          baseline=float(med[False][i]), baseline_name="dense path (sparse=False)",
+                          target="<= 0.2 bytes (5x) at K=1000" if name.endswith("1000") and i < 2 and dsty < 0.05
+                          else "")
+
+
+def lda_app(bench, comm, ks, sweeps):
+    """The LDA app (default sampler, 4 clocks per sweep) on a corpus drawn from LDA
+    (20,000 docs x ~150 tokens, 20,000 words), with sparse communication and with the
+    dense path (``sparse=False`` set as the servers' default: the app has no option for it)."""
+    import shutil
+    import tempfile
+
+    from petuum_mpi.apps.lda import LDA
+    from petuum_mpi.bosen import server as S
+    from petuum_mpi.data import write_bow
+    from petuum_mpi.data.synth import make_lda_corpus
+
+    tmp = None
+    if comm.rank == 0:
+        tmp = tempfile.mkdtemp(prefix="bench_bosen_lda_")
+        doc_ptr, word_ids, counts, _, _ = make_lda_corpus(20_000, 20_000, 100, doc_length=150.0, alpha=0.1,
+                                                          beta=0.01, seed=1)
+        write_bow(os.path.join(tmp, "corpus"), doc_ptr, word_ids, counts, 20_000, n_shards=4)
+    tmp = comm.bcast(tmp, root=0)
+    orig = S.ParameterServer.__init__
+    mode = "NOLOCAL" if os.environ.get("MPIR_CVAR_NOLOCAL") == "1" else "shm"
+    try:  # an error on one rank must not leave the others in a collective
+        for K in ks:
+            res = {}
+            for sparse in (False, True, False, True)[: 2 * max(1, bench.args.repeat // 2)]:
+                def init(self, *a, _sp=sparse, **k):
+                    k.setdefault("sparse", _sp)
+                    orig(self, *a, **k)
+
+                S.ParameterServer.__init__ = init
+                est = LDA(n_components=K, doc_topic_prior=0.1, topic_word_prior=0.01, max_iter=sweeps,
+                          evaluate_every=0, random_state=1, comm=comm)
+                comm.Barrier()
+                t0 = time.perf_counter()
+                est.fit(os.path.join(tmp, "corpus"))
+                dt = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+                row = est.history_[-1]
+                clocks = est.n_iter_ * est.clocks_per_iter_  # n_iter_ counts sweeps
+                v = np.array([row["inc_bytes_per_clock"], row["pull_bytes_per_clock"]], dtype=np.float64)
+                comm.Allreduce(MPI.IN_PLACE, v, op=MPI.MAX)
+                v = np.append(v, dt / clocks)
+                res.setdefault(sparse, []).append(v)
+            med = {sp: np.median(np.array(r), axis=0) for sp, r in res.items()}
+            data = (f"LDA app K={K}, 20k docs x 150 tokens, 20k words, {sweeps} sweeps x {est.clocks_per_iter_} clocks "
+                    f"(per clock: incl. the first whole-table fetch), {mode}")
+            for i, (what, metric) in enumerate((("incs: bytes sent per clock per rank", "bytes"),
+                                                ("pulls: bytes received per clock per rank", "bytes"),
+                                                ("time per clock (whole fit / clocks)", "time_s"))):
+                bench.row(f"LDA app {what}", data=data, metric=metric, value=float(med[True][i]),
+                          baseline=float(med[False][i]), baseline_name="dense path (sparse=False)",
+                          target="<= 0.2 (5x fewer bytes)" if K >= 1000 and i < 2 else "")
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        comm.Abort(1)
+    S.ParameterServer.__init__ = orig
+    comm.Barrier()
+    if comm.rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main():
-    bench = Bench("bosen")
+    parser = argparse.ArgumentParser(description="benchmark: bosen")
+    parser.add_argument("--traffic", action="store_true", help="only the traffic-per-clock rows")
+    parser.add_argument("--lda", action="store_true", help="only the LDA app's traffic rows")
+    parser.add_argument("--lda-k", type=int, nargs="+", default=[50, 1000])
+    parser.add_argument("--lda-sweeps", type=int, default=3)
+    parser.add_argument("--clocks", type=int, default=6, help="timed clocks per traffic run")
+    bench = Bench("bosen", parser=parser)
     comm = MPI.COMM_WORLD
+    if bench.args.lda:
+        lda_app(bench, comm, bench.args.lda_k, bench.args.lda_sweeps)
+        bench.finish()
+        return
+    traffic(bench, comm, bench.args.clocks)
+    if bench.args.traffic:
+        bench.finish()
+        return
     P, me = comm.size, comm.rank
     cols = 1000
     rows_big, cols_big = 1000, 4000  # 32 MB float64

@@ -74,6 +74,101 @@ def gather_own(cache_u, shard, units, P):
             cache_u[u, j] = shard[s, j]
 
 
+@njit(cache=True, nogil=True)
+def count_nnz(src_u, units, out):
+    """out[k] = number of nonzero deltas in unit units[k]."""
+    bw = src_u.shape[1]
+    for k in range(units.size):
+        u = units[k]
+        n = 0
+        for j in range(bw):
+            if src_u[u, j] != 0:
+                n += 1
+        out[k] = n
+
+
+@njit(cache=True, nogil=True)
+def pack_sparse(src_u, cache_u, units, counts, cols, vals):
+    """Sparse twin of pack_units: write the nonzero deltas of ``units`` as
+    (column, value) pairs, ``counts[k]`` per unit, fold them into the cache and
+    clear them from ``src_u``."""
+    bw = src_u.shape[1]
+    p = 0
+    for k in range(units.size):
+        u = units[k]
+        n = 0
+        for j in range(bw):
+            v = src_u[u, j]
+            if v != 0:
+                cols[p] = j
+                vals[p] = v
+                cache_u[u, j] += v
+                src_u[u, j] = 0
+                p += 1
+                n += 1
+        counts[k] = n
+
+
+@njit(cache=True, nogil=True)
+def add_sparse(shard, slots, counts, cols, vals):
+    """shard[slots[k], cols[..]] += vals[..] (a received sparse chunk)."""
+    p = 0
+    for k in range(slots.size):
+        s = slots[k]
+        for _ in range(counts[k]):
+            shard[s, cols[p]] += vals[p]
+            p += 1
+
+
+@njit(cache=True, nogil=True)
+def add_rows_to(recv, us, cu, vals):
+    """recv[i] += vals[j] where us[i] == cu[j] (``us`` sorted)."""
+    bw = vals.shape[1]
+    for j in range(cu.size):
+        i = np.searchsorted(us, cu[j])
+        if i < us.size and us[i] == cu[j]:
+            for c in range(bw):
+                recv[i, c] += vals[j, c]
+
+
+@njit(cache=True, nogil=True)
+def add_sparse_to(recv, us, cu, counts, cols, vals):
+    """Sparse twin of add_rows_to."""
+    p = 0
+    for j in range(cu.size):
+        n = counts[j]
+        i = np.searchsorted(us, cu[j])
+        if i < us.size and us[i] == cu[j]:
+            for q in range(p, p + n):
+                recv[i, cols[q]] += vals[q]
+        p += n
+
+
+@njit(cache=True, nogil=True)
+def log_rows(cache_u, units, vals, want, base, pos):
+    """A dense delta-log entry at position ``pos``: cache[u] += vals for the units the
+    fetch wants whose cached copy predates the entry (base[u] <= pos)."""
+    bw = vals.shape[1]
+    for k in range(units.size):
+        u = units[k]
+        if want[u] and base[u] <= pos:
+            for c in range(bw):
+                cache_u[u, c] += vals[k, c]
+
+
+@njit(cache=True, nogil=True)
+def log_sparse(cache_u, units, counts, cols, vals, want, base, pos):
+    """Sparse twin of log_rows."""
+    p = 0
+    for k in range(units.size):
+        u = units[k]
+        n = counts[k]
+        if want[u] and base[u] <= pos:
+            for q in range(p, p + n):
+                cache_u[u, cols[q]] += vals[q]
+        p += n
+
+
 def warmup(dtypes) -> None:
     """Compile the kernels for the given table dtypes (see runtime.compile_once)."""
     units = np.zeros(1, dtype=np.int64)
@@ -85,3 +180,14 @@ def warmup(dtypes) -> None:
         add_rows(a, units, b)
         add_rows(a[:, :1], units, b[:, :1])  # column range of a table (strided view)
         gather_own(a, b, units, 1)
+        cnt, v1 = np.zeros(1, dtype=np.int32), np.zeros(1, dtype=dt)
+        count_nnz(a, units, cnt)
+        add_rows_to(a, units, units, b)
+        want = np.zeros(1, dtype=np.bool_)
+        log_rows(a, units, b, want, units, 0)
+        for cdt in (np.uint16, np.int32):  # column indices (TableState.col_dtype)
+            cols = np.zeros(1, dtype=cdt)
+            pack_sparse(a, b, units, cnt, cols, v1)
+            add_sparse(a, units, cnt, cols, v1)
+            add_sparse_to(a, units, units, cnt, cols, v1)
+            log_sparse(a, units, cnt, cols, v1, want, units, 0)

@@ -1,18 +1,41 @@
-"""The mailbox protocol: how updates get from an origin into an owner's shard.
+"""The mailbox protocol: how updates get from an origin into an owner's shard,
+and the delta log through which readers fetch only what changed.
 
 Every owner's window has one ring of ``cap`` bytes per origin. At ``clock()`` an
 origin packs its dirty units per owner into chunks, ``Put``s them into its ring
 at the owner, flushes, then ``Put``s its new ring head into the owner's header
 (``written[origin]``). A chunk is a 64-byte header of int64s
-``(kind, seq, tag, tid, nunits, nbytes, 0, 0)``, the unit ids, then the unit
-values; a chunk that would wrap is preceded by a SKIP marker and starts at 0.
-The last chunk of a clock carries ``tag`` (the new clock; others -1).
+``(kind, seq, tag, tid, nunits, nbytes, nnz, origin)`` and a payload:
+
+* ``DATA`` (dense): the unit ids (int64), then the units' values (``nunits x bw``);
+* ``SPARSE``: the unit ids (int64), the number of nonzero deltas per unit (int32),
+  their column indices within the unit (uint16, or int32 for units of 65,536
+  columns or more; ``nnz`` in all), their values (``nnz`` of the table's dtype);
+  each part padded to 8 bytes.
+
+A unit travels sparse when that takes at most ``SPARSE_RATIO`` = 1/4 of its dense bytes,
+``12 + nnz (2 + itemsize) <= (8 + unit_bytes) / 4`` (``4 +`` for int32 columns) (chosen per unit; a table's units of
+one clock are cut into sparse and dense chunks): packing and applying scattered pairs
+costs about 3-4x the time per byte of a contiguous add, so a smaller gain in bytes is
+lost in time on shared memory. Units whose deltas are all zero do not travel.
+``sparse=False``: everything dense, as before.
+A chunk that would wrap is preceded by a SKIP marker and starts at 0. The last chunk
+of a clock carries ``tag`` (the new clock; others -1).
 
 The owner applies waiting chunks whenever it enters the library
 (:meth:`Mailboxes.drain`, inside the seqlock) and publishes ``consumed[p]``,
 ``consumed_seq[p]`` and ``applied[p] = max(applied[p], tag)``. Only ``Put`` and
 ``Get`` are used: they complete without the target's help where a
 floating-point ``Accumulate`` stalls until the target calls MPI.
+
+**Delta log.** Every chunk an owner applies to a table's shard (its own deltas too)
+is also copied, verbatim, into that table's ring of ``t.logcap`` bytes in its window
+(same SKIP rule); ``log_head[t]`` counts bytes ever appended, ``log_tail[t]`` is the
+oldest position still held, both updated inside the seqlock. A reader that fetched a unit when the
+log head was ``L`` (``Cache.base``) can bring its copy to the owner's current state
+``H`` by Getting the log bytes ``[L, H)`` and adding the entries of other origins
+(its own are already in its copy: they were folded in when sent), when that is
+fewer bytes than the units themselves (reads.py).
 
 If a ring is full, the rest is *held* (oplog.py) and the tag remembered; later
 calls retry (:meth:`Mailboxes.retry`). Nothing waits and nothing is lost. Until
@@ -30,14 +53,49 @@ from . import kernels as K
 from .layout import by_owner
 from .window import CHUNK_HDR, align
 
-_DATA, _SKIP = 1, 2
+_DATA, _SKIP, _SPARSE = 1, 2, 3
+SPARSE_RATIO = 0.25  # a unit travels sparse if that takes at most this share of its dense bytes
+
+
+def chunk_bytes(nu: int, nnz: int | None, t) -> int:
+    """Bytes of a chunk of ``nu`` units of ``t``: dense if ``nnz`` is None, else sparse."""
+    if nnz is None:
+        return align(CHUNK_HDR + 8 * nu + nu * t.lay.unit_bytes, 8)
+    return align(CHUNK_HDR + 8 * nu + align(4 * nu, 8) + align(t.col_dtype.itemsize * nnz, 8) + nnz * t.dtype.itemsize,
+                 8)
+
+
+def decode(buf: np.ndarray, off: int, t):
+    """The chunk of table ``t`` at byte ``off`` of ``buf``: ``(units, payload)`` with
+    payload = ``vals`` (nunits x bw, dense) or ``(counts, cols, vals)`` (sparse)."""
+    hh = buf[off : off + CHUNK_HDR].view(np.int64)
+    kind, nu, nnz = int(hh[0]), int(hh[4]), int(hh[6])
+    o = off + CHUNK_HDR
+    units = buf[o : o + 8 * nu].view(np.int64)
+    o += 8 * nu
+    if kind == _DATA:
+        return units, buf[o : o + nu * t.lay.unit_bytes].view(t.dtype).reshape(nu, t.lay.bw)
+    counts = buf[o : o + 4 * nu].view(np.int32)
+    o += align(4 * nu, 8)
+    ci = t.col_dtype.itemsize
+    cols = buf[o : o + ci * nnz].view(t.col_dtype)
+    o += align(ci * nnz, 8)
+    return units, (counts, cols, buf[o : o + nnz * t.dtype.itemsize].view(t.dtype))
+
+
+def apply_chunk(shard: np.ndarray, slots: np.ndarray, payload) -> None:
+    """shard[slots] += a decoded chunk's payload."""
+    if isinstance(payload, tuple):
+        K.add_sparse(shard, slots, *payload)
+    else:
+        K.add_rows(shard, slots, payload)
 
 
 class Mailboxes:
     """Both sides of the protocol on this rank, for all ``tables`` (indexed by tid)."""
 
-    def __init__(self, win, tables, g: dict):
-        self.win, self.tables, self.g = win, tables, g
+    def __init__(self, win, tables, g: dict, sparse: bool = True):
+        self.win, self.tables, self.g, self.sparse = win, tables, g, sparse
         self.P = P = win.P
         self.me, self.cap = win.me, win.cap
         # origin side, per owner o
@@ -91,12 +149,87 @@ class Mailboxes:
         win.begin_write()
         try:
             for t, du in work:
-                K.apply_own(t.shard, t.cache.u, t.log.u, du, self.P)
-                t.log.dirty[du] = False
+                if not t.logcap:
+                    K.apply_own(t.shard, t.cache.u, t.log.u, du, self.P)
+                    t.log.dirty[du] = False
+                    continue
+                # through chunks, so that the delta log records my own changes too
+                for t_, us, cnt, need in self._plan(t, du, False, t.logcap // 2):
+                    buf, units, payload = self._encode(t, us, cnt, t.log.u, 0, -1, need)
+                    t.log.dirty[us] = False
+                    apply_chunk(t.shard, units // self.P, payload)
+                    self._log_append(t, buf, need)
             a = win.hdr.applied
             a[self.me] = max(int(a[self.me]), tag)
         finally:
             win.end_write()
+
+    def _plan(self, t, du: np.ndarray, held: bool, limit: int) -> list:
+        """Cut units ``du`` of ``t`` into chunks of about ``limit`` payload bytes:
+        ``[(t, units, counts or None (dense), chunk bytes), ...]``. Sparse units
+        and all-zero units (dropped) only if ``self.sparse``."""
+        log = t.log
+        src = log.held_u if held else log.u
+        ub, isz, ci = t.lay.unit_bytes, t.dtype.itemsize, t.col_dtype.itemsize
+        out = []
+        dense = du
+        if self.sparse and du.size:
+            cnt = np.empty(du.size, dtype=np.int32)
+            K.count_nnz(src, du, cnt)
+            zero = cnt == 0
+            if zero.any():
+                (log.hdirty if held else log.dirty)[du[zero]] = False
+            sp = ~zero & (12 + cnt.astype(np.int64) * (ci + isz) <= SPARSE_RATIO * (8 + ub))
+            dense = du[~zero & ~sp]
+            if sp.any():
+                su, sc = du[sp], cnt[sp]
+                cum = np.cumsum(12 + sc.astype(np.int64) * (ci + isz))
+                a = 0
+                while a < su.size:
+                    b = max(int(np.searchsorted(cum, (cum[a - 1] if a else 0) + limit, "right")), a + 1)
+                    out.append((t, su[a:b], sc[a:b], chunk_bytes(b - a, int(sc[a:b].sum()), t)))
+                    a = b
+        per = max(1, (limit - CHUNK_HDR) // (8 + ub))
+        for i in range(0, dense.size, per):
+            us = dense[i : i + per]
+            out.append((t, us, None, chunk_bytes(us.size, None, t)))
+        return out
+
+    def _encode(self, t, du: np.ndarray, cnt, src: np.ndarray, seq: int, tag: int, need: int):
+        """Pack units ``du``'s deltas from ``src`` (oplog or held) into a new chunk
+        (folding them into the cache, clearing them from ``src``): ``(buf, units, payload)``."""
+        buf = np.zeros(need, dtype=np.uint8)
+        nu = du.size
+        nnz = -1 if cnt is None else int(cnt.sum())
+        hh = buf[:CHUNK_HDR].view(np.int64)
+        hh[:] = (_DATA if cnt is None else _SPARSE, seq, tag, t.tid, nu, need, max(nnz, 0), self.me)
+        units, payload = decode(buf, 0, t)
+        units[:] = du
+        if cnt is None:
+            K.pack_units(src, t.cache.u, du, payload)
+        else:
+            K.pack_sparse(src, t.cache.u, du, *payload)
+            t.stats.sent_sparse_units += nu
+        return buf, units, payload
+
+    def _log_append(self, t, chunk: np.ndarray, n: int) -> None:
+        """Owner, inside the seqlock: copy an applied chunk (``n`` bytes) into ``t``'s delta log."""
+        win, i = self.win, t.tid
+        cap, h, base = t.logcap, win.hdr, t.log0
+        head = int(h.log_head[i])
+        if n > cap:  # too big to keep: every copy older than this must be fetched whole
+            h.log_head[i] = h.log_tail[i] = head + n
+            return
+        pos = head % cap
+        if pos + n > cap:
+            if cap - pos >= CHUNK_HDR:
+                win.mem[base + pos : base + pos + 8].view(np.int64)[0] = _SKIP
+            head += cap - pos
+            pos = 0
+        win.mem[base + pos : base + pos + n] = chunk[:n]
+        head += n
+        h.log_head[i] = head
+        h.log_tail[i] = max(int(h.log_tail[i]), head - cap)
 
     def send(self, o: int, tag: int, work, held: bool = False) -> bool:
         """Put ``work`` (list of (table, units)) and a final tag into o's mailbox.
@@ -109,20 +242,15 @@ class Mailboxes:
         win, cap = self.win, self.cap
         chunks: list = []
         for t, du in work:
-            per = max(1, (cap // 2 - CHUNK_HDR) // (8 + t.lay.unit_bytes))
-            for i in range(0, du.size, per):
-                chunks.append((t, du[i : i + per]))
+            chunks += self._plan(t, du, held, cap // 2)
         if not chunks:
-            chunks.append((None, None))
+            chunks.append((None, None, None, CHUNK_HDR))
         base = win.ring0 + self.me * cap
         sent_any = False
         ok = True
         i = 0
         try:
-            for i, (t, du) in enumerate(chunks):
-                nu = 0 if du is None else du.size
-                ub = 0 if t is None else t.lay.unit_bytes
-                need = align(CHUNK_HDR + 8 * nu + nu * ub, 8)
+            for i, (t, du, cnt, need) in enumerate(chunks):
                 head = int(self.head[o])
                 pos = head % cap
                 skip = cap - pos if pos + need > cap else 0
@@ -139,28 +267,25 @@ class Mailboxes:
                         self.inflight[o].append((-1, None, None, None, sk))
                     head += skip
                     pos = 0
-                buf = np.zeros(need, dtype=np.uint8)
-                hh = buf[:CHUNK_HDR].view(np.int64)
                 self.seq[o] += 1
                 seq = int(self.seq[o])
-                final = i == len(chunks) - 1
-                hh[:6] = (_DATA, seq, tag if final else -1, -1 if t is None else t.tid, nu, need)
-                if nu:
-                    units = buf[CHUNK_HDR : CHUNK_HDR + 8 * nu].view(np.int64)
-                    units[:] = du
-                    vals = buf[CHUNK_HDR + 8 * nu : CHUNK_HDR + 8 * nu + nu * ub].view(t.dtype).reshape(nu, t.lay.bw)
-                    log = t.log
-                    K.pack_units(log.held_u if held else log.u, t.cache.u, du, vals)
-                    (log.hdirty if held else log.dirty)[du] = False
-                    t.stats.sent_units += nu
-                    t.stats.sent_bytes += nu * ub
-                    self.inflight[o].append((seq, t.tid, units, vals, buf))
-                else:
+                ftag = tag if i == len(chunks) - 1 else -1
+                if t is None:
+                    buf = np.zeros(need, dtype=np.uint8)
+                    buf[:CHUNK_HDR].view(np.int64)[:] = (_DATA, seq, ftag, -1, 0, need, 0, self.me)
                     self.inflight[o].append((seq, None, None, None, buf))
+                else:
+                    log = t.log
+                    buf, units, payload = self._encode(t, du, cnt, log.held_u if held else log.u, seq, ftag, need)
+                    (log.hdirty if held else log.dirty)[du] = False
+                    t.stats.sent_units += du.size
+                    t.stats.sent_bytes += need - CHUNK_HDR
+                    self.inflight[o].append((seq, t.tid, units, payload, buf))
                 win.put(buf, o, base + pos)
                 self.head[o] = head + need
                 self.g["msgs"] += 1
                 self.g["bytes_sent"] += need
+                self.g["inc_bytes_sent"] += need
                 sent_any = True
         finally:
             if sent_any:
@@ -172,7 +297,7 @@ class Mailboxes:
             self.pending_tag[o] = 0
         else:
             if not held:
-                for t, du in chunks[i:]:
+                for t, du, _, _ in chunks[i:]:
                     if t is not None:
                         t.log.hold(du)
             self.pending_tag[o] = max(int(self.pending_tag[o]), tag)
@@ -190,14 +315,13 @@ class Mailboxes:
         q = self.inflight[o]
         while q and q[0][0] <= consumed_seq:
             q.popleft()
-        for seq, tid, cu, cv, _ in q:
+        for seq, tid, cu, payload, _ in q:
             if tid != t.tid:
                 continue
-            idx = np.searchsorted(cu, us)
-            idx[idx >= cu.size] = 0
-            m = cu[idx] == us
-            if m.any():
-                recv[m] += cv[idx[m]]
+            if isinstance(payload, tuple):
+                K.add_sparse_to(recv, us, cu, *payload)
+            else:
+                K.add_rows_to(recv, us, cu, payload)
 
     def forget_inflight(self) -> None:
         """After a barrier every chunk is applied."""
@@ -238,12 +362,12 @@ class Mailboxes:
                         continue
                     if nu:
                         t = self.tables[tid]
-                        o = base + pos + CHUNK_HDR
-                        units = mem[o : o + 8 * nu].view(np.int64)
-                        o += 8 * nu
-                        vals = mem[o : o + nu * t.lay.unit_bytes].view(t.dtype).reshape(nu, t.lay.bw)
-                        K.add_rows(t.shard, units // P, vals)
+                        units, payload = decode(mem, base + pos, t)
+                        apply_chunk(t.shard, units // P, payload)
+                        if t.logcap:
+                            self._log_append(t, mem[base + pos : base + pos + nbytes], nbytes)
                     cons += nbytes
+                    self.g["inc_bytes_recv"] += nbytes
                     h.consumed_seq[p] = seq
                     if tag >= 0:
                         h.applied[p] = max(int(h.applied[p]), tag)

@@ -9,6 +9,14 @@ A remote fetch reads the owner's header, the units (one ``Get`` per run of
 consecutive slots) and the version again; an odd or changed version means the
 owner was applying, so it retries (seqlock). The origin's own chunks the owner
 has not applied yet, and its oplog and held deltas, are added (read-my-writes).
+
+Units fetched before (``Cache.base`` = the owner's delta-log head then) are instead
+brought up to date from the owner's delta log of the table (mailbox.py) when the log since the
+oldest of them is still held and is fewer bytes than those units: the reader Gets
+the log bytes ``[base, head)`` in the same seqlock round and adds every entry of
+another origin at a position ``>= base[u]`` to its copy of unit ``u``. Its copy then
+equals what a whole-unit fetch would give: the owner's shard at ``head`` plus this
+worker's chunks the owner has not applied (they were folded in when sent).
 """
 
 from __future__ import annotations
@@ -17,7 +25,9 @@ import numpy as np
 
 from . import kernels as K
 from .layout import by_owner
+from .mailbox import _SKIP, decode
 from .sync import Backoff
+from .window import CHUNK_HDR
 
 NEVER = -(2**62)  # fetch_tag of a unit that must be fetched before the next read
 
@@ -31,11 +41,15 @@ class Cache:
         self.fetch_tag = np.full(lay.n_units, NEVER, dtype=np.int64)  # min applied clock at fetch
         self.fetch_clock = np.full(lay.n_units, -1, dtype=np.int64)  # my clock at fetch
         self.ever = np.zeros(lay.n_units, dtype=bool)  # fetched at least once (for essp refresh)
+        self.base = np.full(lay.n_units, -1, dtype=np.int64)  # owner's delta-log head at fetch (-1: none)
 
-    def invalidate(self) -> None:
-        """Every unit must be fetched again before its next read."""
+    def invalidate(self, drop_base: bool = False) -> None:
+        """Every unit must be fetched again before its next read; ``drop_base``: the
+        copies are no base for a delta-log fetch either (shards rewritten by a resume)."""
         self.fetch_tag[:] = NEVER
         self.fetch_clock[:] = -1
+        if drop_base:
+            self.base[:] = -1
 
 
 class Reader:
@@ -105,17 +119,15 @@ class Reader:
 
     def _fetch_remote(self, t, o: int, us: np.ndarray, required, back: Backoff) -> int:
         win, g = self.win, self.g
-        ub, bw = t.lay.unit_bytes, t.lay.bw
-        slots = us // self.P
-        # runs of consecutive slots -> one Get each
-        brk = np.flatnonzero(np.diff(slots) != 1) + 1
-        starts = np.concatenate(([0], brk))
-        ends = np.concatenate((brk, [slots.size]))
-        recv = np.empty((us.size, bw), dtype=t.dtype)
-        rb = recv.view(np.uint8).reshape(-1)
+        ub, bw, cache = t.lay.unit_bytes, t.lay.bw, t.cache
+        base = cache.base[us]
+        has_base = base >= 0
+        n_base = int(has_base.sum())
+        lmin = int(base[has_base].min()) if n_base else 0
         ver = np.zeros(1, dtype=np.int64)
         while True:
             h = win.read_header(o)
+            g["pull_bytes_recv"] += h.nbytes
             v1 = int(h.version[0])
             mt = int(h.applied.min())
             if required is not None and mt < required:
@@ -126,19 +138,75 @@ class Reader:
                 self.sync.wait(None, back)
                 continue
             cseq = int(h.consumed_seq[self.me])
+            head = int(h.log_head[t.tid])
+            use_log = bool(n_base and t.logcap and lmin >= int(h.log_tail[t.tid]) and head - lmin < n_base * ub)
+            whole = us[~has_base] if use_log else us
+            slots = whole // self.P
+            # runs of consecutive slots -> one Get each
+            brk = np.flatnonzero(np.diff(slots) != 1) + 1
+            starts = np.concatenate(([0], brk)) if slots.size else brk
+            ends = np.concatenate((brk, [slots.size])) if slots.size else brk
+            recv = np.empty((whole.size, bw), dtype=t.dtype)
+            rb = recv.view(np.uint8).reshape(-1)
             for a, b in zip(starts.tolist(), ends.tolist()):
                 win.get(rb[a * ub : b * ub], o, t.offset + int(slots[a]) * ub)
+            logbuf = self._get_log(t, o, lmin, head) if use_log else None
             win.flush(o)
             win.get(ver, o, h.disp("version"))
             win.flush(o)
+            nlog = 0 if logbuf is None else logbuf.size
+            g["pull_bytes_recv"] += recv.nbytes + nlog + 8
             if int(ver[0]) == v1:
                 break
             g["torn_reads"] += 1
-        n = starts.size + 2
+        n = starts.size + 2 + (0 if logbuf is None else 1 + ((lmin % t.logcap) + nlog > t.logcap))
         t.stats.fetch_msgs += n
-        t.stats.fetch_bytes += recv.nbytes
+        t.stats.fetch_bytes += recv.nbytes + nlog
         g["gets"] += n
-        g["bytes_fetched"] += recv.nbytes
-        self.mail.add_unapplied(o, t, us, recv, cseq)
-        t.cache.u[us] = recv
+        g["bytes_fetched"] += recv.nbytes + nlog
+        if whole.size:
+            self.mail.add_unapplied(o, t, whole, recv, cseq)
+            cache.u[whole] = recv
+        if logbuf is not None:
+            self._apply_log(t, us[has_base], logbuf, lmin, head)
+            t.stats.fetch_log_bytes += nlog
+            t.stats.fetch_log_units += n_base
+        cache.base[us] = head
         return mt
+
+    def _get_log(self, t, o: int, lo: int, hi: int) -> np.ndarray:
+        """Start the Gets of ``o``'s delta-log bytes ``[lo, hi)`` of ``t`` (one or two: the ring wraps)."""
+        win = self.win
+        cap = t.logcap
+        buf = np.empty(hi - lo, dtype=np.uint8)
+        pos = lo % cap
+        first = min(hi - lo, cap - pos)
+        if first:
+            win.get(buf[:first], o, t.log0 + pos)
+        if first < buf.size:
+            win.get(buf[first:], o, t.log0)
+        return buf
+
+    def _apply_log(self, t, units: np.ndarray, buf: np.ndarray, lo: int, hi: int) -> None:
+        """Add the log entries ``[lo, hi)`` of other origins to the cached ``units`` of ``t``
+        (each only from its own ``base`` on)."""
+        cap, cache = t.logcap, t.cache
+        want = np.zeros(t.lay.n_units, dtype=np.bool_)
+        want[units] = True
+        q = lo
+        while q < hi:
+            pos = q % cap
+            if cap - pos < CHUNK_HDR:
+                q += cap - pos
+                continue
+            hh = buf[q - lo : q - lo + CHUNK_HDR].view(np.int64)
+            if int(hh[0]) == _SKIP:
+                q += cap - pos
+                continue
+            if int(hh[7]) != self.me:
+                cu, payload = decode(buf, q - lo, t)
+                if isinstance(payload, tuple):
+                    K.log_sparse(cache.u, cu, *payload, want, cache.base, q)
+                else:
+                    K.log_rows(cache.u, cu, payload, want, cache.base, q)
+            q += int(hh[5])

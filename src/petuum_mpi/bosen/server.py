@@ -73,6 +73,14 @@ class ParameterServer:
     snapshot_dir : str, optional
     mailbox_mb : float, optional
         Size of each per-origin mailbox (default: from the table sizes).
+    sparse : bool, default True
+        Changed-entry communication: a unit's deltas travel as (column, value)
+        pairs when that is smaller than the unit, and fetches of units cached
+        before read only the owner's delta log since then when that is smaller
+        (docs/bosen.md, "Wire format"). False: whole units both ways.
+    delta_log_mb : float, optional
+        Size of each rank's delta log (default: its shard, within 0.25-64 MiB;
+        0 = no log, fetches read whole units).
     """
 
     def __init__(
@@ -86,6 +94,8 @@ class ParameterServer:
         snapshot_every: int = 0,
         snapshot_dir: str | None = None,
         mailbox_mb: float | None = None,
+        sparse: bool = True,
+        delta_log_mb: float | None = None,
     ):
         from mpi4py import MPI
 
@@ -109,11 +119,14 @@ class ParameterServer:
         self._by_name = {t.name: t for t in self._tables}
         self.consistency, self.staleness = consistency, int(staleness)
         self.snapshot_every, self.snapshot_dir = int(snapshot_every), snapshot_dir
+        self.sparse = bool(sparse)
 
         compile_once(lambda: K.warmup(sorted({t.dtype.str for t in self._tables})), self.comm)
         self._g = telemetry.new_counters()
-        self._win = Window(self.comm, self._tables, mailbox_mb, self._g)
-        self._mail = Mailboxes(self._win, self._tables, self._g)
+        if delta_log_mb is not None and (isinstance(delta_log_mb, bool) or not delta_log_mb >= 0):
+            raise UsageError(f"delta_log_mb must be a number >= 0, got {delta_log_mb!r}")
+        self._win = Window(self.comm, self._tables, mailbox_mb, self._g, delta_log_mb if self.sparse else 0)
+        self._mail = Mailboxes(self._win, self._tables, self._g, self.sparse)
         self._sync = Sync(self._win, self._mail, self._g, bsp=any(t.consistency == "bsp" for t in self._tables))
         self._reader = Reader(self._win, self._mail, self._sync, self._g)
         self._clock = 0
@@ -275,7 +288,7 @@ class ParameterServer:
         self._clock = clk
         self._sync.restart_at(clk)
         for t in self._tables:
-            t.cache.invalidate()
+            t.cache.invalidate(drop_base=True)  # the shards were rewritten outside the delta log
         self.comm.Barrier()
         return clk, state
 

@@ -20,10 +20,13 @@ class TableState:
         s = spec.staleness if spec.staleness is not None else default_s
         self.s = 0 if self.consistency == "bsp" else int(s)
         self.dtype = lay.dtype
+        # column index of a sparse entry within its unit (mailbox.py)
+        self.col_dtype = np.dtype(np.uint16) if lay.bw < 2**16 else np.dtype(np.int32)
         self.cache = Cache(lay)
         self.log = Oplog(lay)
         self.nslots = lay.n_slots(me)
         self.offset = 0  # byte offset of the shard in the window
+        self.log0, self.logcap = 0, 0  # the delta log in the window (set by the window)
         self.shard: np.ndarray | None = None
         self.stats = TableStats()
 

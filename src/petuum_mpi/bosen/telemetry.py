@@ -5,18 +5,31 @@ from __future__ import annotations
 import numpy as np
 
 HIST_BINS = 32  # staleness 0..30 and ">= 31"
-_SUMMED = ("msgs", "bytes_sent", "bytes_fetched", "gets", "chunks_applied", "torn_reads", "deferred_sends")
+_SUMMED = ("msgs", "bytes_sent", "bytes_fetched", "gets", "chunks_applied", "torn_reads", "deferred_sends",
+           "inc_bytes_sent", "inc_bytes_recv", "pull_bytes_recv")
 
 
 def new_counters() -> dict:
     """The global counters of one rank (``stats()`` reports them as they are)."""
     return {"wait_s": 0.0, "msgs": 0, "bytes_sent": 0, "bytes_fetched": 0, "gets": 0, "chunks_applied": 0,
-            "straggler_sleep_s": 0.0, "torn_reads": 0, "deferred_sends": 0, "snapshots": 0}
+            "straggler_sleep_s": 0.0, "torn_reads": 0, "deferred_sends": 0, "snapshots": 0,
+            "inc_bytes_sent": 0, "inc_bytes_recv": 0, "pull_bytes_recv": 0}
+
+
+def per_clock(g: dict, clock: int, elapsed: float) -> dict:
+    """Traffic and time per clock of one rank: ``inc_bytes_sent`` (mailbox chunks Put to other
+    owners), ``inc_bytes_recv`` (chunks other origins put into my mailboxes, counted when applied),
+    ``pull_bytes_recv`` (everything a fetch Gets from other owners: headers, rows, delta logs),
+    ``time_s`` (wall time)."""
+    n = max(clock, 1)
+    return {"inc_bytes_sent": g["inc_bytes_sent"] / n, "inc_bytes_recv": g["inc_bytes_recv"] / n,
+            "pull_bytes_recv": g["pull_bytes_recv"] / n, "time_s": elapsed / n}
 
 
 def rank_stats(rank: int, clock: int, elapsed: float, g: dict, tables) -> dict:
     """``stats()`` of one rank: the counters ``g`` and every table's."""
     out = {"rank": rank, "clock": clock, "elapsed_s": elapsed, **g}
+    out["per_clock"] = per_clock(g, clock, elapsed)
     out["tables"] = {t.name: t.stats.as_dict(elapsed, clock) for t in tables}
     return out
 
@@ -29,15 +42,19 @@ def merge_ranks(allst: list[dict], names: list[str]) -> dict:
     for k in _SUMMED:
         out[k] = sum(s[k] for s in allst)
     out["tables"] = {n: merge([s["tables"][n] for s in allst]) for n in names}
+    out["per_clock_max"] = {k: max(s["per_clock"][k] for s in allst) for k in allst[0]["per_clock"]}
     return out
 
 
 def figures(stats: dict, table: str) -> dict:
     """Headline figures of one rank for an app's metrics row: staleness of
-    ``table``'s reads (mean, max), time spent waiting, bytes and messages sent."""
+    ``table``'s reads (mean, max), time spent waiting, bytes and messages sent, and
+    bytes per clock (incs sent, pulls received)."""
     t = stats["tables"][table]
+    pc = stats["per_clock"]
     return {"staleness_mean": t["staleness_mean"], "staleness_max": t["staleness_max"], "wait_s": stats["wait_s"],
-            "bytes_sent": stats["bytes_sent"], "msgs": stats["msgs"]}
+            "bytes_sent": stats["bytes_sent"], "msgs": stats["msgs"],
+            "inc_bytes_per_clock": pc["inc_bytes_sent"], "pull_bytes_per_clock": pc["pull_bytes_recv"]}
 
 
 class TableStats:
@@ -57,6 +74,9 @@ class TableStats:
         self.incs = 0
         self.sent_units = 0
         self.sent_bytes = 0
+        self.sent_sparse_units = 0
+        self.fetch_log_bytes = 0
+        self.fetch_log_units = 0
 
     def read(self, staleness: int, cached: bool) -> None:
         self.reads += 1
@@ -84,6 +104,9 @@ class TableStats:
             "incs": self.incs,
             "sent_units": self.sent_units,
             "sent_bytes": self.sent_bytes,
+            "sent_sparse_units": self.sent_sparse_units,
+            "fetch_log_bytes": self.fetch_log_bytes,
+            "fetch_log_units": self.fetch_log_units,
             "clocks": clocks,
             "clocks_per_s": clocks / elapsed if elapsed > 0 else 0.0,
         }
@@ -93,7 +116,8 @@ def merge(dicts: list[dict]) -> dict:
     """Combine the per-rank dicts of one table (sums; staleness pooled; max of max)."""
     out: dict = {}
     reads = sum(d["reads"] for d in dicts)
-    for k in ("reads", "cached_reads", "fetch_units", "fetch_msgs", "fetch_bytes", "incs", "sent_units", "sent_bytes"):
+    for k in ("reads", "cached_reads", "fetch_units", "fetch_msgs", "fetch_bytes", "incs", "sent_units", "sent_bytes",
+              "sent_sparse_units", "fetch_log_bytes", "fetch_log_units"):
         out[k] = sum(d[k] for d in dicts)
     if reads:
         mean = sum(d["staleness_mean"] * d["reads"] for d in dicts) / reads

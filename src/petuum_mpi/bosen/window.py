@@ -1,8 +1,8 @@
 """The one MPI window of a parameter server and the transport rules around it.
 
 Every rank's window holds, at the same offsets on every rank: the header
-(:mod:`.header`), one mailbox ring of ``cap`` bytes per origin, and the shard of
-every table (room for the largest shard, rank 0's). It is allocated with
+(:mod:`.header`), one mailbox ring of ``cap`` bytes per origin, a delta log per
+table (``t.logcap`` bytes, see :mod:`.mailbox`) and the shard of every table (room for the largest shard, rank 0's). It is allocated with
 ``Win.Allocate`` and stays in one ``Lock_all`` epoch for its lifetime.
 
 Transports without shared memory or hardware RMA (Open MPI osc/ucx over TCP)
@@ -42,17 +42,31 @@ def ring_bytes(tables, P: int, mailbox_mb: float | None) -> int:
     return align(cap, 64) if P > 1 else 0
 
 
-class Window:
-    """Collective: allocate the window, place header, rings and shards; ``g`` = counters."""
+def log_bytes(t, P: int, delta_log_mb: float | None) -> int:
+    """Size of table ``t``'s delta log (mailbox.py): by default its largest shard (rank 0's)
+    within [64 KiB, 64 MiB] (a log longer than the shard is never worth reading); 0 = no log."""
+    if P == 1 or delta_log_mb == 0:
+        return 0
+    if delta_log_mb is not None:
+        return align(max(int(delta_log_mb * 2**20), 4 * CHUNK_HDR), 64)
+    return align(min(max(t.lay.n_slots(0) * t.lay.unit_bytes, 64 * 1024), 64 * 2**20), 64)
 
-    def __init__(self, comm, tables, mailbox_mb: float | None, g: dict):
+
+class Window:
+    """Collective: allocate the window, place header, rings, delta log and shards; ``g`` = counters."""
+
+    def __init__(self, comm, tables, mailbox_mb: float | None, g: dict, delta_log_mb: float | None = None):
         from mpi4py import MPI
 
         self.MPI, self.comm, self.g = MPI, comm, g
         self.P, self.me = P, me = comm.size, comm.rank
         self.cap = ring_bytes(tables, P, mailbox_mb)
-        self.ring0 = align(header_dtype(P).itemsize)  # ring p starts at ring0 + p * cap
+        T = len(tables)
+        self.ring0 = align(header_dtype(P, T).itemsize)  # ring p starts at ring0 + p * cap
         off = self.ring0 + self.cap * P
+        for t in tables:  # the delta logs: t.logcap bytes at t.log0
+            t.log0, t.logcap = off, log_bytes(t, P, delta_log_mb)
+            off += t.logcap
         for t in tables:
             off = align(off)
             t.offset = off  # same on every rank
@@ -61,8 +75,8 @@ class Window:
         self.win = MPI.Win.Allocate(size, 1, comm=comm)
         self.mem = np.frombuffer(self.win.tomemory(), dtype=np.uint8, count=size)
         self.mem[:] = 0
-        self.hdr = Header(self.mem, P)
-        self.remote_hdr = Header(np.zeros(self.hdr.nbytes, dtype=np.uint8), P)  # a fetched copy
+        self.hdr = Header(self.mem, P, T)
+        self.remote_hdr = Header(np.zeros(self.hdr.nbytes, dtype=np.uint8), P, T)  # a fetched copy
         for t in tables:
             t.shard = self.mem[t.offset : t.offset + t.nslots * t.lay.unit_bytes].view(t.dtype).reshape(
                 t.nslots, t.lay.bw
