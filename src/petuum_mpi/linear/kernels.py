@@ -39,7 +39,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .losses import row_hdiag, row_hess, row_loss
+from .losses import columns, row_hdiag, row_hess, row_loss
 from .rows import batch_features, entry, n_rows, row_axpy, row_dot, row_margins, row_range, row_scatter
 
 CONSTANT, INVSCALING, ADAGRAD = 0, 1, 2
@@ -105,7 +105,7 @@ def fg(loss, X, y, W, b, S, R, gW, gb):
     (n_features, C) and ``gb`` (C,). Keeps the rows' curvature state in ``S`` (n, C)
     and residuals in ``R`` (n, C) unless they are empty (:func:`no_state`)."""
     n = n_rows(X)
-    C = W.shape[1]
+    C = columns(loss, W.shape[1])
     Wf = W.reshape(W.size)
     Gf = gW.reshape(gW.size)
     keep_s = S.shape[0] > 0
@@ -129,7 +129,7 @@ def hessp(loss, X, S, V, vb, HW, hb):
     """Adds the loss Hessian times ``(V, vb)`` summed over the rows to ``(HW, hb)``
     (state ``S`` of an :func:`fg` call at the same point)."""
     n = n_rows(X)
-    C = V.shape[1]
+    C = columns(loss, V.shape[1])
     Vf = V.reshape(V.size)
     Hf = HW.reshape(HW.size)
     u = np.empty(C)
@@ -144,7 +144,7 @@ def hessp(loss, X, S, V, vb, HW, hb):
 @njit(cache=True, nogil=True)
 def hess_diag(loss, X, S, DW, db):
     """Adds the diagonal of the loss Hessian summed over the rows to ``(DW, db)``."""
-    C = DW.shape[1]
+    C = columns(loss, DW.shape[1])
     for i in range(n_rows(X)):
         for c in range(C):
             db[c] += row_hdiag(loss, S[i], c)
@@ -158,14 +158,14 @@ def hess_diag(loss, X, S, DW, db):
 # ----------------------------------------------------------------------------- SGD
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _global_eta(schedule, eta0, power_t, t):
     if schedule == INVSCALING:
         return eta0 / (t + 1.0) ** power_t
     return eta0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _prox_k(w, k, eta, alpha, l1):
     """k composed prox steps with step eta (zero loss gradient)."""
     if k <= 0:
@@ -184,11 +184,11 @@ def _prox_k(w, k, eta, alpha, l1):
     return 0.0
 
 
-@njit(cache=True, inline="always")
-def _catch_up_row(j, t, W, dW, G, last, schedule, eta0, power_t, alpha, l1):
+@njit(cache=True)
+def _catch_up_row(j, t, C, W, dW, G, last, schedule, eta0, power_t, alpha, l1):
     k = t - last[j]
     if k > 0 and (alpha > 0.0 or l1 > 0.0):
-        for c in range(W.shape[1]):
+        for c in range(C):
             w0 = W[j, c]
             if w0 != 0.0:
                 if schedule == ADAGRAD:
@@ -201,9 +201,9 @@ def _catch_up_row(j, t, W, dW, G, last, schedule, eta0, power_t, alpha, l1):
     last[j] = t
 
 
-@njit(cache=True, inline="always")
-def _apply_step(j, W, dW, G, gbuf, inv_b, schedule, eta_t, eta0, alpha, l1):
-    for c in range(W.shape[1]):
+@njit(cache=True)
+def _apply_step(j, C, W, dW, G, gbuf, inv_b, schedule, eta_t, eta0, alpha, l1):
+    for c in range(C):
         g = gbuf[j, c] * inv_b
         if schedule == ADAGRAD:
             G[j, c] += g * g
@@ -235,11 +235,11 @@ def sgd_step(loss, X, y, rows, W, b, dW, db, G, Gb, last, seen, t, schedule, eta
     number; ``gbuf`` (n_features, C) workspace; ``touched`` int64 (n_features,) output.
     Returns ``(n_touched, batch_loss_sum)`` (ids in ``touched[:n_touched]``; the loss of
     the batch before the step)."""
-    C = W.shape[1]
+    C = columns(loss, W.shape[1])
     nt = batch_features(X, rows, seen, t, touched)
     for q in range(nt):
         j = touched[q]
-        _catch_up_row(j, t, W, dW, G, last, schedule, eta0, power_t, alpha, l1)
+        _catch_up_row(j, t, C, W, dW, G, last, schedule, eta0, power_t, alpha, l1)
         last[j] = t + 1
         for c in range(C):
             gbuf[j, c] = 0.0
@@ -259,7 +259,7 @@ def sgd_step(loss, X, y, rows, W, b, dW, db, G, Gb, last, seen, t, schedule, eta
     inv_b = 1.0 / max(rows.shape[0], 1)
     eta_t = _global_eta(schedule, eta0, power_t, t)
     for q in range(nt):
-        _apply_step(touched[q], W, dW, G, gbuf, inv_b, schedule, eta_t, eta0, alpha, l1)
+        _apply_step(touched[q], C, W, dW, G, gbuf, inv_b, schedule, eta_t, eta0, alpha, l1)
     if fit_intercept:
         for c in range(C):
             g = gb[c] * inv_b
@@ -294,7 +294,7 @@ def apply_pending(W, dW, G, last, t, schedule, eta0, power_t, alpha, l1):
     """Apply every feature's pending prox steps up to step ``t`` (exclusive)."""
     for j in range(W.shape[0]):
         if last[j] < t:
-            _catch_up_row(j, t, W, dW, G, last, schedule, eta0, power_t, alpha, l1)
+            _catch_up_row(j, t, W.shape[1], W, dW, G, last, schedule, eta0, power_t, alpha, l1)
 
 
 class SGDState:
@@ -388,16 +388,14 @@ def _powers(lq, m):
 
 
 @njit(cache=True, inline="always")
-def _svrg_catch_up(M, j, k, C, eta, alpha, lq, qpow):
-    if alpha > 0.0:
-        qk = qpow[k] if k < qpow.shape[0] else math.exp(k * lq)
-        ia = 1.0 / alpha
-        for c in range(C):
-            s = M[j, C + c] * ia
-            M[j, c] = (M[j, c] + s) * qk - s
-    else:
-        for c in range(C):
-            M[j, c] -= k * eta * M[j, C + c]
+def _svrg_lazy(w, mu, k, qk, eta, ia):
+    """``w`` after ``k`` dense steps ``w <- q w - eta mu`` (``qk = q**k``, ``ia = 1/alpha``,
+    0 when alpha = 0). Scalars only: an inlined helper taking arrays would incref and
+    decref them per call, and a call that is not inlined costs 2x on an SVRG pass."""
+    if ia > 0.0:
+        s = mu * ia
+        return (w + s) * qk - s
+    return w - k * eta * mu
 
 
 @njit(cache=True, nogil=True)
@@ -408,11 +406,12 @@ def svrg_pass(loss, X, y, order, batch_size, M, b, R, mub, t, eta, alpha, fit_in
     gradient; ``b`` is updated in place with step ``eta_b``. Returns ``(t_end, loss_sum)``
     (the loss of the rows before their steps). Call :func:`svrg_flush` before reading
     ``W``. With ``R = 0``, ``mu = 0``, ``mub = 0`` this is plain constant-step SGD."""
-    C = (M.shape[1] - 1) // 3
+    C = columns(loss, (M.shape[1] - 1) // 3)
     LC = 3 * C
     n = order.shape[0]
     lq = math.log1p(-eta * alpha) if alpha > 0.0 else 0.0
     qpow = _powers(lq, n // batch_size + 2)
+    ia = 1.0 / alpha if alpha > 0.0 else 0.0
     z = np.empty(C, dtype=np.float64)
     gb = np.empty(C, dtype=np.float64)
     none = np.empty(0)
@@ -432,7 +431,10 @@ def svrg_pass(loss, X, y, order, batch_size, M, b, R, mub, t, eta, alpha, fit_in
                 j, x = entry(X, r, p)
                 lj = M[j, LC]
                 if lj < ft:
-                    _svrg_catch_up(M, j, int(ft - lj), C, eta, alpha, lq, qpow)
+                    k = int(ft - lj)
+                    qk = qpow[k] if k < qpow.shape[0] else math.exp(k * lq)
+                    for c in range(C):
+                        M[j, c] = _svrg_lazy(M[j, c], M[j, C + c], k, qk, eta, ia)
                     M[j, LC] = ft
                 for c in range(C):
                     z[c] += x * M[j, c]
@@ -458,11 +460,13 @@ def svrg_flush(M, t, eta, alpha):
     """Apply every feature's pending dense SVRG steps of the packed model up to step ``t``."""
     C = (M.shape[1] - 1) // 3
     lq = math.log1p(-eta * alpha) if alpha > 0.0 else 0.0
-    qpow = _powers(lq, 1)
+    ia = 1.0 / alpha if alpha > 0.0 else 0.0
     for j in range(M.shape[0]):
         k = t - int(M[j, 3 * C])
         if k > 0:
-            _svrg_catch_up(M, j, k, C, eta, alpha, lq, qpow)
+            qk = math.exp(k * lq)
+            for c in range(C):
+                M[j, c] = _svrg_lazy(M[j, c], M[j, C + c], k, qk, eta, ia)
         M[j, 3 * C] = float(t)
 
 

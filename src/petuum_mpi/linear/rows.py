@@ -82,7 +82,7 @@ def _csr(X):
     return isinstance(X, types.BaseNamedTuple) and X.instance_class is CSR
 
 
-@overload(n_rows, jit_options={"cache": True})
+@overload(n_rows, jit_options={"cache": True}, inline="always")
 def _n_rows(X):
     if _dense(X):
         return lambda X: X.shape[0]
@@ -90,7 +90,7 @@ def _n_rows(X):
         return lambda X: X.indptr.shape[0] - 1
 
 
-@overload(row_range, jit_options={"cache": True})
+@overload(row_range, jit_options={"cache": True}, inline="always")
 def _row_range(X, i):
     if _dense(X):
         return lambda X, i: (0, X.shape[1])
@@ -98,7 +98,7 @@ def _row_range(X, i):
         return lambda X, i: (X.indptr[i], X.indptr[i + 1])
 
 
-@overload(entry, jit_options={"cache": True})
+@overload(entry, jit_options={"cache": True}, inline="always")
 def _entry(X, i, p):
     if _dense(X):
         return lambda X, i, p: (p, X[i, p])
@@ -106,7 +106,7 @@ def _entry(X, i, p):
         return lambda X, i, p: (X.indices[p], X.data[p])
 
 
-@overload(row_dot, jit_options={"cache": True})
+@overload(row_dot, jit_options={"cache": True}, inline="always")
 def _row_dot(X, i, w):
     if _dense(X):
         def impl(X, i, w):
@@ -142,7 +142,7 @@ def _row_dot(X, i, w):
         return impl
 
 
-@overload(row_axpy, jit_options={"cache": True})
+@overload(row_axpy, jit_options={"cache": True}, inline="always")
 def _row_axpy(X, i, a, g):
     if _dense(X):
         def impl(X, i, a, g):
@@ -157,7 +157,7 @@ def _row_axpy(X, i, a, g):
         return impl
 
 
-@overload(row_margins, jit_options={"cache": True})
+@overload(row_margins, jit_options={"cache": True}, inline="always")
 def _row_margins(X, i, Wf, C, b, z):
     if _dense(X) or _csr(X):
         def impl(X, i, Wf, C, b, z):
@@ -175,7 +175,7 @@ def _row_margins(X, i, Wf, C, b, z):
         return impl
 
 
-@overload(row_scatter, jit_options={"cache": True})
+@overload(row_scatter, jit_options={"cache": True}, inline="always")
 def _row_scatter(X, i, r, Gf, C):
     if _dense(X) or _csr(X):
         def impl(X, i, r, Gf, C):
@@ -191,7 +191,7 @@ def _row_scatter(X, i, r, Gf, C):
         return impl
 
 
-@overload(batch_features, jit_options={"cache": True})
+@overload(batch_features, jit_options={"cache": True}, inline="always")
 def _batch_features(X, rows, seen, stamp, out):
     if _dense(X):
         def impl(X, rows, seen, stamp, out):
