@@ -158,14 +158,18 @@ def hess_diag(loss, X, S, DW, db):
 # ----------------------------------------------------------------------------- SGD
 
 
-@njit(cache=True)
+# The helpers take and return scalars: Numba-inlined, a helper taking arrays increfs and
+# decrefs them per call, and one that is not inlined costs a call per touched feature.
+
+
+@njit(cache=True, inline="always")
 def _global_eta(schedule, eta0, power_t, t):
     if schedule == INVSCALING:
         return eta0 / (t + 1.0) ** power_t
     return eta0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _prox_k(w, k, eta, alpha, l1):
     """k composed prox steps with step eta (zero loss gradient)."""
     if k <= 0:
@@ -184,44 +188,29 @@ def _prox_k(w, k, eta, alpha, l1):
     return 0.0
 
 
-@njit(cache=True)
-def _catch_up_row(j, t, C, W, dW, G, last, schedule, eta0, power_t, alpha, l1):
-    k = t - last[j]
-    if k > 0 and (alpha > 0.0 or l1 > 0.0):
-        for c in range(C):
-            w0 = W[j, c]
-            if w0 != 0.0:
-                if schedule == ADAGRAD:
-                    eta = eta0 / math.sqrt(G[j, c])
-                else:
-                    eta = _global_eta(schedule, eta0, power_t, 0.5 * (last[j] + t - 1))
-                w1 = _prox_k(w0, k, eta, alpha, l1)
-                W[j, c] = w1
-                dW[j, c] += w1 - w0
-    last[j] = t
+@njit(cache=True, inline="always")
+def _catch_up(w, g2, k, last_j, t, schedule, eta0, power_t, alpha, l1):
+    """``w`` after its ``k = t - last_j`` pending prox steps (``g2`` its AdaGrad sum)."""
+    if w == 0.0:
+        return w
+    if schedule == ADAGRAD:
+        eta = eta0 / math.sqrt(g2)
+    else:
+        eta = _global_eta(schedule, eta0, power_t, 0.5 * (last_j + t - 1))
+    return _prox_k(w, k, eta, alpha, l1)
 
 
-@njit(cache=True)
-def _apply_step(j, C, W, dW, G, gbuf, inv_b, schedule, eta_t, eta0, alpha, l1):
-    for c in range(C):
-        g = gbuf[j, c] * inv_b
-        if schedule == ADAGRAD:
-            G[j, c] += g * g
-            eta = eta0 / math.sqrt(G[j, c])
-        else:
-            eta = eta_t
-        w0 = W[j, c]
-        v = w0 - eta * g
-        a = eta * l1
-        if v > a:
-            v -= a
-        elif v < -a:
-            v += a
-        else:
-            v = 0.0
-        v /= 1.0 + eta * alpha
-        W[j, c] = v
-        dW[j, c] += v - w0
+@njit(cache=True, inline="always")
+def _prox_step(v, eta, alpha, l1):
+    """``prox(v)`` of one step with step size ``eta``."""
+    a = eta * l1
+    if v > a:
+        v -= a
+    elif v < -a:
+        v += a
+    else:
+        v = 0.0
+    return v / (1.0 + eta * alpha)
 
 
 @njit(cache=True, nogil=True)
@@ -239,7 +228,13 @@ def sgd_step(loss, X, y, rows, W, b, dW, db, G, Gb, last, seen, t, schedule, eta
     nt = batch_features(X, rows, seen, t, touched)
     for q in range(nt):
         j = touched[q]
-        _catch_up_row(j, t, C, W, dW, G, last, schedule, eta0, power_t, alpha, l1)
+        k = t - last[j]
+        if k > 0 and (alpha > 0.0 or l1 > 0.0):
+            for c in range(C):
+                w0 = W[j, c]
+                w1 = _catch_up(w0, G[j, c], k, last[j], t, schedule, eta0, power_t, alpha, l1)
+                W[j, c] = w1
+                dW[j, c] += w1 - w0
         last[j] = t + 1
         for c in range(C):
             gbuf[j, c] = 0.0
@@ -259,7 +254,18 @@ def sgd_step(loss, X, y, rows, W, b, dW, db, G, Gb, last, seen, t, schedule, eta
     inv_b = 1.0 / max(rows.shape[0], 1)
     eta_t = _global_eta(schedule, eta0, power_t, t)
     for q in range(nt):
-        _apply_step(touched[q], C, W, dW, G, gbuf, inv_b, schedule, eta_t, eta0, alpha, l1)
+        j = touched[q]
+        for c in range(C):
+            g = gbuf[j, c] * inv_b
+            if schedule == ADAGRAD:
+                G[j, c] += g * g
+                eta = eta0 / math.sqrt(G[j, c])
+            else:
+                eta = eta_t
+            w0 = W[j, c]
+            w1 = _prox_step(w0 - eta * g, eta, alpha, l1)
+            W[j, c] = w1
+            dW[j, c] += w1 - w0
     if fit_intercept:
         for c in range(C):
             g = gb[c] * inv_b
@@ -293,8 +299,15 @@ def sgd_pass(loss, X, y, order, batch_size, W, b, dW, db, G, Gb, last, seen, t, 
 def apply_pending(W, dW, G, last, t, schedule, eta0, power_t, alpha, l1):
     """Apply every feature's pending prox steps up to step ``t`` (exclusive)."""
     for j in range(W.shape[0]):
-        if last[j] < t:
-            _catch_up_row(j, t, W.shape[1], W, dW, G, last, schedule, eta0, power_t, alpha, l1)
+        k = t - last[j]
+        if k > 0:
+            if alpha > 0.0 or l1 > 0.0:
+                for c in range(W.shape[1]):
+                    w0 = W[j, c]
+                    w1 = _catch_up(w0, G[j, c], k, last[j], t, schedule, eta0, power_t, alpha, l1)
+                    W[j, c] = w1
+                    dW[j, c] += w1 - w0
+            last[j] = t
 
 
 class SGDState:
