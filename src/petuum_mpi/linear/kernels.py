@@ -110,14 +110,16 @@ def fg(loss, X, y, W, b, S, R, gW, gb):
     Gf = gW.reshape(gW.size)
     keep_s = S.shape[0] > 0
     keep_r = R.shape[0] > 0
-    none = np.empty(0)
+    s = np.empty(C if keep_s else 0)  # the row's curvature state, copied into S (no per-row view of S)
     z = np.empty(C)
     tot = 0.0
     for i in range(n):
         row_margins(X, i, Wf, C, b, z)
-        tot += row_loss(loss, z, y[i], S[i] if keep_s else none)
+        tot += row_loss(loss, z, y[i], s)
         for c in range(C):
             gb[c] += z[c]
+            if keep_s:
+                S[i, c] = s[c]
             if keep_r:
                 R[i, c] = z[c]
         row_scatter(X, i, z, Gf, C)
