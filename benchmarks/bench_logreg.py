@@ -16,7 +16,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Bench  # noqa: E402
 
-from petuum_mpi.apps.logreg import kernels as K  # noqa: E402
+from petuum_mpi.linear import kernels as LK  # noqa: E402
+from petuum_mpi.linear.losses import Logistic  # noqa: E402
+from petuum_mpi.linear.rows import as_rows  # noqa: E402
 from petuum_mpi.apps.logreg import LogisticRegression  # noqa: E402
 from petuum_mpi.data.synth import make_classification  # noqa: E402
 
@@ -32,13 +34,13 @@ a = bench.args
 X, y, _ = make_classification(a.rows, a.cols, nnz=a.nnz, seed=0)
 X = X.tocsr()
 yf = y.astype(np.float64)
+Xr = as_rows(X)
 n = X.shape[0]
 data = f"{a.rows}x{a.cols} {X.nnz / 1e6:.1f}M nnz alpha={a.alpha:g}"
 
 
 def obj(W, b):
-    return K.objective_csr(X.indptr, X.indices, X.data, yf, np.ascontiguousarray(W), np.asarray(b, float), a.alpha,
-                           0.0)
+    return LK.objective(Logistic(), Xr, yf, np.ascontiguousarray(W), np.asarray(b, float), a.alpha, 0.0)
 
 
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402

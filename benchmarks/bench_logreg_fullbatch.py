@@ -1,4 +1,4 @@
-"""Full-batch logistic regression (petuum_mpi.fullbatch on apps.logreg.glm.LogisticLoss): time to reach
+"""Full-batch logistic regression (petuum_mpi.fullbatch on linear.objective.LinearObjective): time to reach
 the optimum's objective within 1e-4 (and 1e-6) relative, against scikit-learn's lbfgs and Snap ML
 (1 and 2 threads, when `snapml` is importable), measured in the same run.
 
@@ -23,7 +23,8 @@ from mpi4py import MPI
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Bench  # noqa: E402
 
-from petuum_mpi.apps.logreg.glm import LogisticLoss, warmup  # noqa: E402
+from petuum_mpi.linear.losses import by_name
+from petuum_mpi.linear.objective import LinearObjective, warmup  # noqa: E402
 from petuum_mpi.data.synth import make_classification, make_ill_conditioned_classification  # noqa: E402
 from petuum_mpi.fullbatch import minimize  # noqa: E402
 from petuum_mpi.runtime import warm_once  # noqa: E402
@@ -81,8 +82,8 @@ for name in a.sets.split(","):
     desc += f" alpha={a.alpha:g}"
     P, r = comm.size, comm.rank
     lo, hi = r * n // P, (r + 1) * n // P
-    L = LogisticLoss(X[lo:hi], y[lo:hi], 2, a.alpha, True, n, with_penalty=(r == 0))
-    Lfull = LogisticLoss(X, y, 2, a.alpha, True, n) if r == 0 else None
+    L = LinearObjective(X[lo:hi], y[lo:hi], by_name("log_loss", 2), a.alpha, True, 2, n, with_penalty=(r == 0))
+    Lfull = LinearObjective(X, y, by_name("log_loss", 2), a.alpha, True, 2, n) if r == 0 else None
 
     def obj(m):
         return Lfull.fun_grad(np.r_[np.ravel(m.coef_), np.ravel(m.intercept_)])[0]

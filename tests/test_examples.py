@@ -89,3 +89,21 @@ def test_svm_equals_liblinear(comm, loss):
     np.testing.assert_array_equal(m.predict(X), ref.predict(X))
     assert m.history_[-1]["gap"] <= 1e-8
     assert comm.allgather(m.n_iter_) == [m.n_iter_] * comm.size
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("sparse", [False, True])
+def test_ridge_equals_sklearn(comm, sparse):
+    """examples/ridge.py: the squared loss through the logistic app's full-batch kernels."""
+    from sklearn.linear_model import Ridge as SkRidge
+
+    from ridge import Ridge
+
+    rng = np.random.default_rng(3)
+    X = sp.random(400, 60, density=0.1, random_state=2, format="csr") if sparse else rng.normal(size=(400, 60))
+    y = X @ rng.normal(size=60) + 0.5 + 0.1 * rng.normal(size=400)
+    m = Ridge(alpha=2.0, comm=comm).fit(X, y)
+    ref = SkRidge(alpha=2.0, solver="cholesky" if not sparse else "sparse_cg", tol=1e-12).fit(X, y)
+    np.testing.assert_allclose(m.coef_, ref.coef_, rtol=0, atol=1e-8)
+    assert m.intercept_ == pytest.approx(ref.intercept_, abs=1e-8)
+    assert comm.allgather(m.n_iter_) == [m.n_iter_] * comm.size

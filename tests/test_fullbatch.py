@@ -1,5 +1,5 @@
 """Full-batch distributed optimisers (petuum_mpi.fullbatch) on the logistic loss
-(petuum_mpi.apps.logreg.glm): the optimum of scikit-learn on ill-conditioned data at any rank
+(petuum_mpi.linear.objective): the optimum of scikit-learn on ill-conditioned data at any rank
 count, the same result on every rank, honest convergence flags. Run at 1, 2, 4 ranks:
 
     mpiexec -n 4 python -m pytest --with-mpi -m mpi -q tests/test_fullbatch.py
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from petuum_mpi.apps.logreg.glm import LogisticLoss, warmup
+from petuum_mpi.linear.losses import by_name
+from petuum_mpi.linear.objective import LinearObjective, warmup
 from petuum_mpi.data.synth import make_ill_conditioned_classification
 from petuum_mpi.errors import UsageError
 from petuum_mpi.fullbatch import minimize
@@ -34,7 +35,8 @@ def _problem(dense, n_classes):
 
 
 def _objective(X, y, n_classes, W, b):
-    return LogisticLoss(X, y, n_classes, ALPHA, True, X.shape[0]).fun_grad(np.r_[W.ravel(), b])[0]
+    L = LinearObjective(X, y, by_name("log_loss", n_classes), ALPHA, True, n_classes, X.shape[0])
+    return L.fun_grad(np.r_[W.ravel(), b])[0]
 
 
 def _sklearn_optimum(comm, X, y, n_classes):
@@ -56,7 +58,8 @@ def _local_loss(comm, X, y, n_classes):
     P, r = comm.size, comm.rank
     n = X.shape[0]
     lo, hi = r * n // P, (r + 1) * n // P
-    return LogisticLoss(X[lo:hi], y[lo:hi], n_classes, ALPHA, True, n, with_penalty=(r == 0))
+    return LinearObjective(X[lo:hi], y[lo:hi], by_name("log_loss", n_classes), ALPHA, True, n_classes, n,
+                           with_penalty=(r == 0))
 
 
 def test_generator_is_ill_conditioned():
@@ -78,7 +81,7 @@ def test_kernels_match_finite_differences():
     for dense in (True, False):
         for nc in (2, 3):
             X, y = _problem(dense, nc)
-            L = LogisticLoss(X, y, nc, ALPHA, True, X.shape[0])
+            L = LinearObjective(X, y, by_name("log_loss", nc), ALPHA, True, nc, X.shape[0])
             x = 1e-3 * rng.standard_normal(L.n_params)
             f, g = L.fun_grad(x)
             Xd = X if dense else X.toarray()
@@ -145,7 +148,7 @@ def test_max_iter_reached_is_not_converged(comm, method):
 
 def test_bad_arguments():
     X, y = _problem(True, 2)
-    L = LogisticLoss(X, y, 2, ALPHA, True, X.shape[0])
+    L = LinearObjective(X, y, by_name("log_loss", 2), ALPHA, True, 2, X.shape[0])
     with pytest.raises(UsageError, match="method"):
         minimize(L.fun_grad, L.x0(), method="sgd")
     with pytest.raises(UsageError, match="hessp"):

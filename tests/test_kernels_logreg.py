@@ -1,4 +1,5 @@
-"""Logistic-regression SGD kernels, single process, against scikit-learn and finite differences."""
+"""Linear-model kernels (petuum_mpi.linear) with the logistic / multinomial loss, single process,
+against scikit-learn and finite differences, on dense and CSR rows."""
 
 import numpy as np
 import pytest
@@ -8,6 +9,29 @@ from sklearn.metrics import accuracy_score, log_loss
 
 from petuum_mpi.apps.logreg import kernels as lk
 from petuum_mpi.errors import ConfigError
+from petuum_mpi.linear import kernels as LK
+from petuum_mpi.linear import losses
+from petuum_mpi.linear.rows import as_rows
+
+
+def _loss(C):
+    return losses.Multinomial() if C > 1 else losses.Logistic()
+
+
+def _objective(X, y, W, b, alpha, l1):
+    return LK.objective(_loss(W.shape[1]), as_rows(X), y, W, b, alpha, l1)
+
+
+def _state(d, C, **kw):
+    return LK.SGDState(_loss(C), d, C, **kw)
+
+
+def _gradient(X, y, W, b, alpha):
+    """Mean loss gradient + alpha W (the smooth part), from the full-batch kernel."""
+    gW, gb = np.zeros_like(W), np.zeros_like(b)
+    n = X.shape[0]
+    LK.fg(_loss(W.shape[1]), as_rows(X), y, W, b, LK.no_state(), LK.no_state(), gW, gb)
+    return gW / n + alpha * W, gb / n
 
 
 def _data(seed, n, d, C, density=1.0):
@@ -32,10 +56,11 @@ def _fit(st, X, y, sparse, epochs=300, seed=0):
         for s in range(0, n, B):
             rows = perm[s:s + B]
             if sparse:
-                touched, _ = st.step_csr(Xc, y, rows)
-                assert set(touched.tolist()) == set(Xc[rows].indices.tolist())
+                st.run(as_rows(Xc), y, rows, rows.size)
+                feats = set(Xc[rows].indices.tolist())
+                assert set(st.touched[:len(feats)].tolist()) == feats
             else:
-                st.step_dense(X, y, rows)
+                st.run(X, y, rows, rows.size)
     st.flush()
 
 
@@ -48,15 +73,16 @@ def test_sgd_matches_sklearn_objective(C, sparse, schedule, eta0):
     n, d, alpha = 400, 20, 0.01
     X, y = _data(C + 10 * sparse, n, d, C, density=0.08 if sparse else 1.0)
     sk = LogisticRegression(C=1.0 / (n * alpha), tol=1e-12, max_iter=10000).fit(X, y)
-    f_sk = lk.objective_dense(X, y, np.ascontiguousarray(sk.coef_.T), sk.intercept_.copy(), alpha, 0.0)
-    st = lk.SGDState(d, 2 if C == 1 else C, schedule=schedule, eta0=eta0, alpha=alpha)
+    f_sk = _objective(X, y, np.ascontiguousarray(sk.coef_.T), sk.intercept_.copy(), alpha, 0.0)
+    st = _state(d, C, schedule=schedule, eta0=eta0, alpha=alpha)
     _fit(st, X, y, sparse)
-    f = lk.objective_dense(X, y, st.W, st.b, alpha, 0.0)
+    f = _objective(X, y, st.W, st.b, alpha, 0.0)
     assert abs(f - f_sk) <= 1e-3 * f_sk, (f, f_sk)
     # every change was recorded in the delta buffers (model started at zero)
     np.testing.assert_allclose(st.dW, st.W, atol=1e-12)
     np.testing.assert_allclose(st.db, st.b, atol=1e-12)
-    assert lk.accuracy_dense(X, y, st.W, st.b) == pytest.approx(accuracy_score(y, sk.predict(X)), abs=0.02)
+    acc = lk.count_correct(LK.margins(X, st.W, st.b), y) / n
+    assert acc == pytest.approx(accuracy_score(y, sk.predict(X)), abs=0.02)
 
 
 @pytest.mark.filterwarnings("ignore:'penalty' was deprecated:FutureWarning")  # sklearn >= 1.8
@@ -68,10 +94,10 @@ def test_l1_elastic_net_matches_sklearn_saga(C):
     alpha, l1 = (1 - l1_ratio) / (Cinv * n), l1_ratio / (Cinv * n)
     sk = LogisticRegression(penalty="elasticnet", solver="saga", l1_ratio=l1_ratio, C=Cinv, tol=1e-12,
                             max_iter=100000).fit(X, y)
-    f_sk = lk.objective_dense(X, y, np.ascontiguousarray(sk.coef_.T), sk.intercept_.copy(), alpha, l1)
-    st = lk.SGDState(d, 2 if C == 1 else C, schedule="adagrad", eta0=0.5, alpha=alpha, l1=l1)
+    f_sk = _objective(X, y, np.ascontiguousarray(sk.coef_.T), sk.intercept_.copy(), alpha, l1)
+    st = _state(d, C, schedule="adagrad", eta0=0.5, alpha=alpha, l1=l1)
     _fit(st, X, y, sparse=True)
-    f = lk.objective_dense(X, y, st.W, st.b, alpha, l1)
+    f = _objective(X, y, st.W, st.b, alpha, l1)
     assert abs(f - f_sk) <= 1e-3 * f_sk, (f, f_sk)
 
 
@@ -81,13 +107,13 @@ def test_lazy_sparse_steps_equal_dense_steps(schedule):
     give the same iterate as dense steps that touch every feature."""
     X, y = _data(3, 120, 30, 3, density=0.1)
     Xc = sp.csr_matrix(X)
-    a = lk.SGDState(30, 3, schedule=schedule, eta0=0.3, alpha=0.05, l1=0.01)
-    b = lk.SGDState(30, 3, schedule=schedule, eta0=0.3, alpha=0.05, l1=0.01)
+    a = _state(30, 3, schedule=schedule, eta0=0.3, alpha=0.05, l1=0.01)
+    b = _state(30, 3, schedule=schedule, eta0=0.3, alpha=0.05, l1=0.01)
     rng = np.random.default_rng(0)
     for _ in range(40):
         rows = rng.choice(120, 8, replace=False)
-        a.step_csr(Xc, y, rows)
-        b.step_dense(X, y, rows)
+        a.run(as_rows(Xc), y, rows, rows.size)
+        b.run(X, y, rows, rows.size)
     a.flush()
     assert np.abs(b.W).max() > 0.01
     np.testing.assert_allclose(a.W, b.W, atol=1e-12)
@@ -113,15 +139,10 @@ def test_objective_proba_accuracy_equal_sklearn_metrics(C, sparse):
         P = np.exp(Z - Z.max(1, keepdims=True))
         P /= P.sum(1, keepdims=True)
     ref = log_loss(y, P, labels=np.arange(max(C, 2))) + pen
-    Xc = sp.csr_matrix(X)
-    if sparse:
-        f = lk.objective_csr(Xc.indptr, Xc.indices, Xc.data, y, W, b, alpha, l1)
-        Pk = lk.predict_proba_csr(Xc.indptr, Xc.indices, Xc.data, W, b)
-        acc = lk.accuracy_csr(Xc.indptr, Xc.indices, Xc.data, y, W, b)
-    else:
-        f = lk.objective_dense(X, y, W, b, alpha, l1)
-        Pk = lk.predict_proba_dense(X, W, b)
-        acc = lk.accuracy_dense(X, y, W, b)
+    Xr = as_rows(sp.csr_matrix(X)) if sparse else X
+    f = LK.objective(_loss(C), Xr, y, W, b, alpha, l1)
+    Pk = lk.proba_from_margins(LK.margins(Xr, W, b))
+    acc = lk.count_correct(LK.margins(Xr, W, b), y) / n
     assert abs(f - ref) <= 1e-10 * abs(ref), (f, ref)
     np.testing.assert_allclose(Pk, P, rtol=1e-12, atol=1e-15)
     assert acc == accuracy_score(y, P.argmax(1))
@@ -135,68 +156,70 @@ def test_gradient_finite_differences(C, sparse):
     rng = np.random.default_rng(2)
     W = rng.normal(size=(d, C))
     b = rng.normal(size=C)
-    Xc = sp.csr_matrix(X)
-    if sparse:
-        gW, gb = lk.gradient_csr(Xc.indptr, Xc.indices, Xc.data, y, W, b, alpha)
-    else:
-        gW, gb = lk.gradient_dense(X, y, W, b, alpha)
+    gW, gb = _gradient(sp.csr_matrix(X) if sparse else X, y, W, b, alpha)
     h = 1e-6
     for j in range(d):
         for c in range(C):
             Wp, Wm = W.copy(), W.copy()
             Wp[j, c] += h
             Wm[j, c] -= h
-            fd = (lk.objective_dense(X, y, Wp, b, alpha, 0.0) - lk.objective_dense(X, y, Wm, b, alpha, 0.0)) / (2 * h)
+            fd = (_objective(X, y, Wp, b, alpha, 0.0) - _objective(X, y, Wm, b, alpha, 0.0)) / (2 * h)
             assert gW[j, c] == pytest.approx(fd, rel=1e-6, abs=1e-8)
     for c in range(C):
         bp, bm = b.copy(), b.copy()
         bp[c] += h
         bm[c] -= h
-        fd = (lk.objective_dense(X, y, W, bp, alpha, 0.0) - lk.objective_dense(X, y, W, bm, alpha, 0.0)) / (2 * h)
+        fd = (_objective(X, y, W, bp, alpha, 0.0) - _objective(X, y, W, bm, alpha, 0.0)) / (2 * h)
         assert gb[c] == pytest.approx(fd, rel=1e-6, abs=1e-8)
     # the SGD step with the full batch is a gradient step: W1 = W0 - eta * g (no l1, alpha in prox form)
-    st = lk.SGDState(d, 2 if C == 1 else C, schedule="constant", eta0=0.1, alpha=0.0)
+    st = _state(d, C, schedule="constant", eta0=0.1, alpha=0.0)
     st.W[:] = W
     st.b[:] = b
-    st.step_dense(X, y, np.arange(n))
-    g0W, g0b = lk.gradient_dense(X, y, W, b, 0.0)
+    st.run(X, y, np.arange(n), n)
+    g0W, g0b = _gradient(X, y, W, b, 0.0)
     np.testing.assert_allclose(st.W, W - 0.1 * g0W, atol=1e-14)
     np.testing.assert_allclose(st.b, b - 0.1 * g0b, atol=1e-14)
 
 
 def test_state_validation():
     with pytest.raises(ConfigError, match="schedule"):
-        lk.SGDState(3, 2, schedule="optimal")
+        _state(3, 1, schedule="optimal")
     with pytest.raises(ConfigError, match="alpha"):
-        lk.SGDState(3, 2, alpha=-1.0)
-    with pytest.raises(ConfigError, match="n_classes"):
-        lk.SGDState(3, 1)
+        _state(3, 1, alpha=-1.0)
+    with pytest.raises(ConfigError, match="n_columns"):
+        _state(3, 0)
 
 
 @pytest.mark.parametrize("C", [1, 3])
 def test_svrg_snapshot_and_passes_reach_sklearn_optimum(C):
     """SVRG kernels (snapshot = loss + full gradient, lazy inner passes, unsigned
-    indices) converge to scikit-learn's optimum; the snapshot equals gradient_csr."""
+    indices) converge to scikit-learn's optimum; the snapshot equals the NumPy gradient."""
     n, d, alpha = 300, 20, 1e-2
     X, y = _data(11, n, d, C, density=0.3)
     Xc = sp.csr_matrix(X)
-    ind = lk.unsigned_indices(Xc.indices)
+    Xr = as_rows(Xc)
+    assert Xr.indices.dtype.kind == "u"
+    loss_ = _loss(C)
     sk = LogisticRegression(C=1.0 / (n * alpha), tol=1e-12, max_iter=10000).fit(X, y)
-    f_sk = lk.objective_csr(Xc.indptr, Xc.indices, Xc.data, y, np.ascontiguousarray(sk.coef_.T), sk.intercept_,
-                            alpha, 0.0)
+    f_sk = LK.objective(loss_, Xr, y, np.ascontiguousarray(sk.coef_.T), sk.intercept_, alpha, 0.0)
     rng = np.random.default_rng(0)
     W0 = 0.1 * rng.normal(size=(d, C))
     b0 = 0.1 * rng.normal(size=C)
     R, gW, gb = np.zeros((n, C)), np.zeros((d, C)), np.zeros(C)
-    loss = lk.snapshot_csr(Xc.indptr, ind, Xc.data, y, W0, b0, R, gW, gb)
-    gW_ref, gb_ref = lk.gradient_csr(Xc.indptr, Xc.indices, Xc.data, y, W0, b0, 0.0)
-    np.testing.assert_allclose(gW / n, gW_ref, rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(gb / n, gb_ref, rtol=1e-12, atol=1e-15)
-    assert loss / n + lk.penalty(W0, alpha, 0.0) == pytest.approx(
-        lk.objective_csr(Xc.indptr, Xc.indices, Xc.data, y, W0, b0, alpha, 0.0), rel=1e-12)
+    loss = LK.fg(loss_, Xr, y, W0, b0, LK.no_state(), R, gW, gb)
+    Z = X @ W0 + b0
+    if C == 1:
+        Rref = 1 / (1 + np.exp(-Z)) - y[:, None]
+    else:
+        P = np.exp(Z - Z.max(1, keepdims=True))
+        Rref = P / P.sum(1, keepdims=True) - np.eye(C)[y.astype(int)]
+    np.testing.assert_allclose(R, Rref, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(gW / n, X.T @ Rref / n, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(gb / n, Rref.mean(0), rtol=1e-12, atol=1e-15)
+    assert loss / n + LK.penalty(W0, alpha, 0.0) == pytest.approx(LK.objective(loss_, Xr, y, W0, b0, alpha, 0.0),
+                                                                   rel=1e-12)
     M = np.zeros((d, 3 * C + 1))
     b = np.zeros(C)
-    touched = np.zeros(d, dtype=np.int64)
     eta = 0.5 / (np.mean(np.asarray(Xc.multiply(Xc).sum(1))) / 10)
     t = 0
     for it in range(40):
@@ -204,13 +227,12 @@ def test_svrg_snapshot_and_passes_reach_sklearn_optimum(C):
         R[...] = 0.0
         gW[...] = 0.0
         gb[...] = 0.0
-        lk.snapshot_csr(Xc.indptr, ind, Xc.data, y, W, b, R, gW, gb)
+        LK.fg(loss_, Xr, y, W, b, LK.no_state(), R, gW, gb)
         M[:, C:2 * C] = gW / n
         M[:, 3 * C] = t
         order = rng.permutation(n).astype(np.int64)
-        t, _ = lk.svrg_pass_packed_csr(Xc.indptr, ind, Xc.data, y, order, 10, M, b, R, gb / n, t, eta, alpha, True,
-                                       touched, eta)
-        lk.svrg_flush_packed(M, int(t), eta, alpha)
+        t, _ = LK.svrg_pass(loss_, Xr, y, order, 10, M, b, R, gb / n, t, eta, alpha, True, eta)
+        LK.svrg_flush(M, int(t), eta, alpha)
         t = int(t)
-    f = lk.objective_csr(Xc.indptr, Xc.indices, Xc.data, y, np.ascontiguousarray(M[:, :C]), b, alpha, 0.0)
+    f = LK.objective(loss_, Xr, y, np.ascontiguousarray(M[:, :C]), b, alpha, 0.0)
     assert -1e-9 < (f - f_sk) / f_sk < 1e-7, (f, f_sk)

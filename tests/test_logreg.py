@@ -13,7 +13,9 @@ import pytest
 import scipy.sparse as sp
 
 from petuum_mpi.apps.logreg import LogisticRegression, holdout_mask
-from petuum_mpi.apps.logreg import kernels as K
+from petuum_mpi.linear import kernels as LK
+from petuum_mpi.linear import losses
+from petuum_mpi.linear.rows import as_rows
 from petuum_mpi.data.synth import make_classification, make_ill_conditioned_classification
 from petuum_mpi.errors import ConfigError, DataError, UsageError
 
@@ -26,8 +28,8 @@ def _sk_objective(X, y, alpha):
     sk = sklearn.LogisticRegression(C=1.0 / (n * alpha), tol=1e-10, max_iter=10000).fit(X, y)
     Xc = sp.csr_matrix(X)
     yk = np.searchsorted(sk.classes_, y).astype(np.float64)
-    return K.objective_csr(Xc.indptr, Xc.indices, Xc.data, yk, np.ascontiguousarray(sk.coef_.T), sk.intercept_,
-                           alpha, 0.0), sk
+    loss = losses.by_name("log_loss", sk.classes_.size)
+    return LK.objective(loss, as_rows(Xc), yk, np.ascontiguousarray(sk.coef_.T), sk.intercept_, alpha, 0.0), sk
 
 
 @pytest.mark.mpi

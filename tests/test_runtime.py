@@ -66,6 +66,31 @@ def test_numba_cache_dir_is_node_local():
     assert socket.gethostname() in out.strip()
 
 
+def test_numba_cache_dir_changes_with_any_source(tmp_path):
+    """Numba keys a cached kernel on its own file only: a kernel inlining an overload of
+    another module (linear/rows.py) must not load stale code after that module changed."""
+    import shutil
+
+    import petuum_mpi
+
+    src = tmp_path / "src"
+    shutil.copytree(os.path.dirname(petuum_mpi.__file__), src / "petuum_mpi",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    code = "import petuum_mpi, os; print(os.environ['NUMBA_CACHE_DIR'])"
+    env = dict(os.environ, PYTHONPATH=str(src), NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+
+    def cache_dir(**extra):
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(env, **extra),
+                              check=True).stdout.strip()
+
+    first = cache_dir()
+    assert first.startswith(str(tmp_path / "cache")) and cache_dir() == first
+    assert cache_dir(NUMBA_CACHE_DIR=first) == first  # a child process inheriting the directory keeps it
+    with open(src / "petuum_mpi" / "linear" / "rows.py", "a") as f:
+        f.write("# changed\n")
+    assert cache_dir() != first
+
+
 @pytest.mark.mpi
 def test_blas_threads_limited_to_the_rank_share_of_cores(comm):
     import numpy as np  # noqa: F401  (loads OpenBLAS)

@@ -28,23 +28,50 @@ import numpy as np
 
 from .errors import PetuumError
 
+
+def _source_stamp() -> str:
+    """A short hash of the package's ``.py`` files (relative path, mtime, size)."""
+    import hashlib
+
+    root = os.path.dirname(os.path.abspath(__file__))
+    h = hashlib.sha1()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for f in sorted(filenames):
+            if f.endswith(".py"):
+                path = os.path.join(dirpath, f)
+                st = os.stat(path)
+                h.update(f"{os.path.relpath(path, root)} {st.st_mtime_ns} {st.st_size}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def _setup_numba_cache_dir() -> None:
-    """Give Numba a node-local cache directory unless the user chose one.
+    """Give Numba a node-local cache directory, keyed on the package's sources.
 
     Must run before numba is imported. The default (``__pycache__`` next to the
     sources) may be on a shared file system where ranks of many nodes would
-    write the same files; a per-user, per-node directory avoids that.
+    write the same files; a per-user, per-node directory avoids that (a
+    ``NUMBA_CACHE_DIR`` the user set is the base instead). Numba keys a cached
+    kernel on its own source file only, so a kernel that inlines primitives of
+    another module (``linear/rows.py``, ``linear/losses.py``) would keep stale
+    machine code after that module changed: the directory therefore ends in a
+    hash of all the package's sources (``src-<hash>``).
     """
-    if "NUMBA_CACHE_DIR" in os.environ:
-        return
-    base = os.environ.get("TMPDIR") or "/tmp"
-    user = os.environ.get("USER") or str(os.getuid())
-    path = os.path.join(base, f"petuum_mpi-numba-{user}-{socket.gethostname()}")
+    base = os.environ.get("NUMBA_CACHE_DIR")
+    if not base:
+        tmp = os.environ.get("TMPDIR") or "/tmp"
+        user = os.environ.get("USER") or str(os.getuid())
+        base = os.path.join(tmp, f"petuum_mpi-numba-{user}-{socket.gethostname()}")
+    sub = f"src-{_source_stamp()}"
+    path = base if os.path.basename(base) == sub else os.path.join(base, sub)  # a child process inherits it
     try:
         os.makedirs(path, exist_ok=True)
     except OSError:
         return
     os.environ["NUMBA_CACHE_DIR"] = path
+    config = sys.modules.get("numba.core.config")
+    if config is not None:  # numba was imported first
+        config.CACHE_DIR = path
 
 
 _setup_numba_cache_dir()

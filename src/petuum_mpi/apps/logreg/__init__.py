@@ -1,6 +1,6 @@
 """Logistic regression: the estimator (:mod:`.estimator`: full-batch Newton-CG / L-BFGS,
-or SVRG / SGD on the Bösen parameter server), its Numba kernels (:mod:`.kernels`), the
-full-batch loss (:mod:`.glm`, :mod:`.glm_kernels`) and the job-file app."""
+or SVRG / SGD on the Bösen parameter server), its classification kernels (:mod:`.kernels`;
+the model math is :mod:`petuum_mpi.linear`) and the job-file app."""
 
 from ...estimator import job_app
 from . import kernels

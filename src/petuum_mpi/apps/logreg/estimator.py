@@ -7,7 +7,7 @@ Objective (scikit-learn's ``LogisticRegression(C=1/(n*alpha))`` when ``l1 = 0``)
 ``W`` is (n_features x C), C = 1 for two classes, C = n_classes otherwise. Solvers:
 
 * ``newton-cg`` (default) and ``lbfgs``: full batch, :func:`petuum_mpi.fullbatch.minimize`
-  over the rank's rows (:class:`.glm.LogisticLoss`), no step size, scikit-learn's ``tol``
+  over the rank's rows (:class:`petuum_mpi.linear.objective.LinearObjective`), no step size, scikit-learn's ``tol``
   (max |grad F| <= tol), a ConvergenceWarning when ``max_iter`` stops it. No parameter server.
 * ``svrg`` and ``sgd``: data-parallel on the Bösen parameter server
   (:class:`~petuum_mpi.drivers.DataParallelEstimator`): ``W`` is a table of feature blocks
@@ -34,7 +34,11 @@ from ...drivers import DataParallelEstimator, Run
 from ...errors import ConfigError, DataError, UsageError, convergence_warning
 from ...estimator import InputError, Param
 from ...runtime import get_comm, warm_once
-from . import glm
+from ...linear import kernels as LK
+from ...linear import losses
+from ...linear.objective import LinearObjective
+from ...linear.objective import warmup as fullbatch_warmup
+from ...linear.rows import as_rows
 from . import kernels as K
 
 __all__ = ["LogisticRegression", "holdout_mask", "SOLVERS"]
@@ -47,34 +51,28 @@ _ROW_BLOCK = 8  # SVRG visits local rows in random blocks of this many consecuti
 
 def warmup():
     """Compile the stochastic solvers' kernels on tiny inputs (see runtime.warm_once)."""
-    X = sp.csr_matrix(np.array([[1.0, 0.0], [0.0, 2.0]]))
+    Xc = sp.csr_matrix(np.array([[1.0, 0.0], [0.0, 2.0]]))
     y = np.array([0.0, 1.0])
+    order = np.arange(2, dtype=np.int64)
     for C in (1, 2):
-        st = K.SGDState(2, 2 if C == 1 else 3, "adagrad", 0.1, 0.5, 1e-3, 1e-4)
-        order = np.arange(2, dtype=np.int64)
-        K.sgd_pass_csr(X.indptr, X.indices, X.data, y, order, 1, st.W, st.b, st.dW, st.db, st.G, st.Gb, st.last, 0,
-                       st.schedule, st.eta0, st.power_t, st.alpha, st.l1, True, st.gbuf, st.touched)
-        Xd = X.toarray()
-        K.sgd_pass_dense(Xd, y, order, 1, st.W, st.b, st.dW, st.db, st.G, st.Gb, st.last, 2, st.schedule, st.eta0,
-                         st.power_t, st.alpha, st.l1, True, st.gbuf, st.touched)
-        st.flush()
-        for Z in (K.margins_csr(X.indptr, X.indices, X.data, st.W, st.b), K.margins_dense(Xd, st.W, st.b)):
+        loss = losses.by_name("log_loss", 2 if C == 1 else 3)
+        for X in (as_rows(Xc), Xc.toarray()):
+            st = LK.SGDState(loss, 2, C, "adagrad", 0.1, 0.5, 1e-3, 1e-4)
+            st.run(X, y, order, 1)
+            st.flush()
+            Z = LK.margins(X, st.W, st.b)
             K.count_correct(Z, y)
             K.proba_from_margins(Z)
-            K.loss_and_residuals(Z, y)
-        K.penalty(st.W, 1.0, 0.0)
-        K.mark_features(X.indptr, X.indices, order, 1, np.zeros(2, dtype=np.bool_))
-        Cw = st.W.shape[1]
-        W, b, R, gW, gb = np.zeros((2, Cw)), np.zeros(Cw), np.zeros((2, Cw)), np.zeros((2, Cw)), np.zeros(Cw)
-        M = np.zeros((2, 3 * Cw + 1))
-        K.snapshot_csr(X.indptr, X.indices, X.data, y, W, b, R, gW, gb)
-        K.snapshot_dense(Xd, y, W, b, R, gW, gb)
-        t, _ = K.svrg_pass_packed_csr(X.indptr, X.indices, X.data, y, order, 1, M, b, R, gb, 0, 0.1, 1e-3, True,
-                                      np.zeros(2, dtype=np.int64), 0.1)
-        K.svrg_flush_packed(M, int(t), 0.1, 1e-3)
-        K.svrg_pass_packed_dense(Xd, y, order, 1, M, b, R, gb, 0, 0.1, 1e-3, True, 0.1)
-        K.mean_row_sq_norm_csr(X.indptr, X.data)
-        K.top_eig_csr(X.indptr, X.indices, X.data, 1, 2, 0)
+            LK.loss_sum(loss, Z, y)
+            LK.penalty(st.W, 1.0, 0.0)
+            LK.mark_features(X, order, 1, np.zeros(2, dtype=np.bool_))
+            W, b, R, gW, gb = np.zeros((2, C)), np.zeros(C), np.zeros((2, C)), np.zeros((2, C)), np.zeros(C)
+            LK.fg(loss, X, y, W, b, LK.no_state(), R, gW, gb)
+            M = np.zeros((2, 3 * C + 1))
+            t, _ = LK.svrg_pass(loss, X, y, order, 1, M, b, R, gb, 0, 0.1, 1e-3, True, 0.1)
+            LK.svrg_flush(M, int(t), 0.1, 1e-3)
+            LK.sq_norm_sum(X)
+            LK.top_eig(X, 1, 2, 0)
 
 
 def holdout_mask(row_ids: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -96,7 +94,7 @@ def _is_path(X) -> bool:
 
 
 def _margins(X, W, b):
-    return K.margins_csr(X.indptr, X.indices, X.data, W, b) if sp.issparse(X) else K.margins_dense(X, W, b)
+    return LK.margins(as_rows(X), W, b)
 
 
 def _check_array(X, y=None):
@@ -133,7 +131,7 @@ class LogisticRegression(ClassifierMixin, DataParallelEstimator):
                      "(scikit-learn's tol); svrg / sgd: stop when an evaluation lowers F by less than tol "
                      "(relative); None (or 0 for svrg / sgd): run max_iter"),
         "memory": Param(10, int, lo=1, doc="lbfgs: correction pairs kept"),
-        "learning_rate": Param("adagrad", str, choices=tuple(K.SCHEDULES), doc="sgd: step-size schedule"),
+        "learning_rate": Param("adagrad", str, choices=tuple(LK.SCHEDULES), doc="sgd: step-size schedule"),
         "eta0": Param(None, float, lo=0, lo_open=True, doc="svrg / sgd: step size (None: svrg estimates it from "
                       "the data, see step_size_; sgd 0.1)"),
         "power_t": Param(0.5, float, lo=0, doc="sgd invscaling: eta0 / (t+1)**power_t"),
@@ -204,6 +202,7 @@ class LogisticRegression(ClassifierMixin, DataParallelEstimator):
         r.nc = self.classes_.size
         r.C = 1 if r.nc == 2 else r.nc
         r.X, r.y, r.rows, r.te = Xl, yl, rows, None
+        r.loss = losses.by_name("log_loss", r.nc)
 
     def read_test(self, r, test):
         """The test set: a dataset folder or ``(X, y)`` arrays (every rank), this rank's block of rows."""
@@ -261,17 +260,17 @@ class LogisticRegression(ClassifierMixin, DataParallelEstimator):
         if train:
             Z = _margins(r.X, W, b)
             out = {"correct": K.count_correct(Z, r.y)}  # before the loss: it turns Z into residuals
-            out["loss"] = K.loss_and_residuals(Z, r.y)
+            out["loss"] = LK.loss_sum(r.loss, Z, r.y)
         if r.te is not None and r.n_te:
             Z = _margins(r.te[0], W, b)
             out["test_correct"] = K.count_correct(Z, r.te[1])
-            out["test_loss"] = K.loss_and_residuals(Z, r.te[1])
+            out["test_loss"] = LK.loss_sum(r.loss, Z, r.te[1])
         return out
 
     def report(self, r, sums):
         row = {}
         if "loss" in sums:
-            row = {"objective": sums["loss"] / r.n_tr + K.penalty(r.W_eval, r.p.alpha, r.p.l1),
+            row = {"objective": sums["loss"] / r.n_tr + LK.penalty(r.W_eval, r.p.alpha, r.p.l1),
                    "train_loss": sums["loss"] / r.n_tr}
         if "correct" in sums:
             row["train_score"] = sums["correct"] / r.n_tr
@@ -317,8 +316,8 @@ class LogisticRegression(ClassifierMixin, DataParallelEstimator):
         if test is not None:
             self.read_test(r, test)
         self._counts(r)
-        warm_once(glm.warmup, comm)
-        L = glm.LogisticLoss(r.X, r.y, r.nc, p.alpha, p.fit_intercept, r.n_tr, with_penalty=r.rank == 0)
+        warm_once(fullbatch_warmup, comm)
+        L = LinearObjective(r.X, r.y, r.loss, p.alpha, p.fit_intercept, r.nc, r.n_tr, with_penalty=r.rank == 0)
         passes = [0]
 
         def fun_grad(x):
@@ -436,7 +435,7 @@ class LogisticRegression(ClassifierMixin, DataParallelEstimator):
             self.objective_ = self.history_[-1]["objective"]
         else:  # stopped on tol: the last row is of the model before the final catch-up / averaging
             s = self._sums(r, W, b)
-            self.objective_ = float(r.allreduce(np.array([s["loss"]]))[0] / r.n_tr + K.penalty(W, r.p.alpha, r.p.l1))
+            self.objective_ = float(r.allreduce(np.array([s["loss"]]))[0] / r.n_tr + LK.penalty(W, r.p.alpha, r.p.l1))
         self.n_iter_ = -(-r.clock // r.p.clocks_per_epoch)  # epochs (svrg: iterations) begun
         if r.p.solver == "svrg":
             self.step_size_ = r.eta
@@ -465,7 +464,8 @@ class LogisticRegression(ClassifierMixin, DataParallelEstimator):
     def _setup_sgd(self, r):
         p = r.p
         X, C, nb, B = r.X, r.C, r.nb, r.B
-        r.st = st = K.SGDState(r.D, 2 if C == 1 else C, p.learning_rate, 0.1 if p.eta0 is None else p.eta0,
+        r.Xr = as_rows(X)
+        r.st = st = LK.SGDState(r.loss, r.D, C, p.learning_rate, 0.1 if p.eta0 is None else p.eta0,
                                p.power_t, p.alpha, p.l1, p.fit_intercept, adagrad_init=_ADAGRAD_INIT)
         r.Wb, r.dWb, r.Gw = st.W.reshape(nb, B * C), st.dW.reshape(nb, B * C), st.G.reshape(nb, B * C)
         r.G0, r.Gb0 = np.empty_like(r.Gw), np.empty_like(st.Gb)  # fetched accumulators (their change = the inc)
@@ -478,7 +478,7 @@ class LogisticRegression(ClassifierMixin, DataParallelEstimator):
             bl = None
             if sp.issparse(X):
                 mask = np.zeros(nb, dtype=np.bool_)
-                K.mark_features(X.indptr, X.indices, ch, B, mask)
+                LK.mark_features(r.Xr, ch, B, mask)
                 bl = np.flatnonzero(mask).astype(np.int64)
                 bl = None if bl.size > 0.9 * nb else bl
             r.blocks.append(bl)
@@ -490,7 +490,7 @@ class LogisticRegression(ClassifierMixin, DataParallelEstimator):
         """The local model with all pending lazy prox steps applied (state untouched)."""
         st = r.st
         Wc = st.W.copy()
-        K.apply_pending(Wc, r.scratch, st.G, st.last.copy(), st.t, st.schedule, st.eta0, st.power_t, st.alpha, st.l1)
+        LK.apply_pending(Wc, r.scratch, st.G, st.last.copy(), st.t, st.schedule, st.eta0, st.power_t, st.alpha, st.l1)
         r.scratch[...] = 0.0
         return Wc, st.b.copy()
 
@@ -509,13 +509,7 @@ class LogisticRegression(ClassifierMixin, DataParallelEstimator):
             r.Gb0[...] = st.Gb
         order = r.chunks[k].copy()
         rng.shuffle(order)
-        args = (st.W, st.b, st.dW, st.db, st.G, st.Gb, st.last, st.t, st.schedule, st.eta0, st.power_t, st.alpha,
-                st.l1, st.fit_intercept, st.gbuf, st.touched)
-        if sp.issparse(X):
-            t, _ = K.sgd_pass_csr(X.indptr, X.indices, X.data, r.y, order, r.bs, *args)
-        else:
-            t, _ = K.sgd_pass_dense(X, r.y, order, r.bs, *args)
-        st.t = int(t)
+        st.run(r.Xr, r.y, order, r.bs)
         ps.inc("W", bl, r.dWb[sel])
         r.dWb[sel] = 0.0
         ps.inc("b", 0, st.db)
@@ -535,13 +529,14 @@ class LogisticRegression(ClassifierMixin, DataParallelEstimator):
         p, X, C, D, P = r.p, r.X, r.C, r.D, r.size
         n_loc, dense = X.shape[0], not sp.issparse(X)
         t0 = time.perf_counter()
-        msq = float(np.einsum("ij,ij->", X, X)) if dense else float(K.mean_row_sq_norm_csr(X.indptr, X.data)) * n_loc
+        r.Xr = as_rows(X)
+        msq = float(LK.sq_norm_sum(r.Xr))
         # curvature of the loss mean over a batch: ~ (msq / bs + lambda_max(X^T X / n)) / 4
         lam = 0.0
         if p.eta0 is None and n_loc:
             Xs = sp.csr_matrix(X[::max(1, n_loc // 2000)]) if dense else X
             stride = 1 if dense else max(1, n_loc // 10000)
-            lam = float(K.top_eig_csr(Xs.indptr, K.unsigned_indices(Xs.indices), Xs.data, stride, 8, r.seed + r.rank))
+            lam = float(LK.top_eig(as_rows(Xs), stride, 8, r.seed + r.rank))
         tot = r.allreduce(np.array([msq, lam]))
         msq, lam = max(tot[0] / r.n_tr, 1e-12), tot[1] / P
         if p.eta0 is not None:
@@ -557,15 +552,12 @@ class LogisticRegression(ClassifierMixin, DataParallelEstimator):
         r.W2, r.W0 = r.Wb.reshape(D, C), np.empty((D, C))
         r.b, r.b0, r.mub = np.zeros(C), np.empty(C), np.zeros(C)
         r.R = np.zeros((n_loc, C))
-        r.touched = np.zeros(D, dtype=np.int64)
         r.t, r.need_snap, r.snap_at, r.order = 0, True, -1, np.zeros(0, dtype=np.int64)
         # local rows are visited in random blocks of _ROW_BLOCK consecutive rows (random single
         # rows cost ~2.5x in TLB / cache misses on large CSR data); batches still mix blocks
         r.L = _ROW_BLOCK if n_loc >= 64 * _ROW_BLOCK else 1
         r.n_blk = -(-n_loc // r.L)
         r.k_in = max(1, int(round(p.inner_fraction * r.n_blk))) if n_loc else 0
-        if not dense:
-            r.ind = K.unsigned_indices(X.indices)
         self.setup_time_ = time.perf_counter() - t0
 
     def _svrg_order(self, r, epoch):
@@ -585,10 +577,7 @@ class LogisticRegression(ClassifierMixin, DataParallelEstimator):
         self._pull(r)
         C, D, X = r.C, r.D, r.X
         gW, gb = np.zeros((D, C)), np.zeros(C)
-        if sp.issparse(X):
-            r.snap_loss = K.snapshot_csr(X.indptr, r.ind, X.data, r.y, r.W2, r.b, r.R, gW, gb)
-        else:
-            r.snap_loss = K.snapshot_dense(X, r.y, r.W2, r.b, r.R, gW, gb)
+        r.snap_loss = LK.fg(r.loss, r.Xr, r.y, r.W2, r.b, LK.no_state(), r.R, gW, gb)
         s = r.allreduce(np.concatenate([gW.ravel(), gb]))
         r.M[:, C:2 * C] = s[:D * C].reshape(D, C) / r.n_tr
         r.mub[...] = s[D * C:] / r.n_tr
@@ -619,13 +608,8 @@ class LogisticRegression(ClassifierMixin, DataParallelEstimator):
             r.R[...] = 0.0
             M[:, C:2 * C] = 0.0
             r.mub[...] = 0.0
-        if sp.issparse(X):
-            t, _ = K.svrg_pass_packed_csr(X.indptr, r.ind, X.data, r.y, ch, r.bs, M, b, r.R, r.mub, r.t, e_, p.alpha,
-                                          p.fit_intercept, r.touched, eb_)
-            K.svrg_flush_packed(M, t, e_, p.alpha)
-        else:
-            t, _ = K.svrg_pass_packed_dense(X, r.y, ch, r.bs, M, b, r.R, r.mub, r.t, e_, p.alpha, p.fit_intercept,
-                                            eb_)
+        t, _ = LK.svrg_pass(r.loss, r.Xr, r.y, ch, r.bs, M, b, r.R, r.mub, r.t, e_, p.alpha, p.fit_intercept, eb_)
+        LK.svrg_flush(M, t, e_, p.alpha)
         r.t = int(t)
         dW = np.subtract(M[:, :C], r.W0, out=r.W0)
         db = b - r.b0
@@ -676,9 +660,8 @@ class LogisticRegression(ClassifierMixin, DataParallelEstimator):
         """Training objective ``mean logloss + alpha/2 ||W||^2 + l1 ||W||_1`` on (X, y) (local, all rows)."""
         Xa = self._X(X)
         W = np.ascontiguousarray(self.coef_.T)
-        Z = _margins(Xa, W, np.asarray(self.intercept_, np.float64))
-        return float(K.loss_and_residuals(Z, self._labels_of(y)) / max(Xa.shape[0], 1)
-                     + K.penalty(W, float(self.alpha), float(self.l1)))
+        return float(LK.objective(losses.by_name("log_loss", self.classes_.size), as_rows(Xa), self._labels_of(y), W,
+                                  np.asarray(self.intercept_, np.float64), float(self.alpha), float(self.l1)))
 
     @classmethod
     def load(cls, path):
