@@ -31,6 +31,7 @@ from numba import types
 from numba.extending import overload
 
 from ..errors import UsageError
+from .rows import _stub
 
 __all__ = ["Logistic", "Multinomial", "Squared", "Hinge", "SquaredHinge", "by_name", "columns", "row_loss", "row_hess",
            "row_hdiag"]
@@ -60,13 +61,6 @@ def by_name(name, n_classes=2):
 def n_columns(loss, n_classes=2):
     """Margins per row: ``n_classes`` for the multinomial loss, else 1."""
     return n_classes if isinstance(loss, Multinomial) else 1
-
-
-def _stub(name):
-    def f(*args):
-        raise TypeError(f"{name} is a Numba primitive: call it from a jitted kernel")
-    f.__name__ = name
-    return f
 
 
 columns = _stub("columns")
