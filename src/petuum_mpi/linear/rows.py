@@ -29,7 +29,7 @@ from numba.extending import overload
 
 from ..errors import DataError
 
-__all__ = ["CSR", "as_rows", "n_rows", "row_range", "entry", "row_dot", "row_axpy", "row_margins", "row_scatter",
+__all__ = ["CSR", "as_rows", "as_columns", "n_rows", "row_range", "entry", "row_dot", "row_axpy", "row_margins", "row_scatter",
            "batch_features"]
 
 CSR = namedtuple("CSR", ["indptr", "indices", "data"])
@@ -55,6 +55,21 @@ def as_rows(X):
     if X.ndim != 2:
         raise DataError(f"rows: X must be 2-D, got shape {X.shape}")
     return X
+
+
+def as_columns(X):
+    """The columns of ``X`` as a row set (column ``j`` is row ``j``), for column-wise
+    kernels such as coordinate descent: a Fortran-ordered dense ``X`` gives its C-ordered
+    transpose and a CSC matrix the :class:`CSR` of its transpose (no copy of the values)."""
+    if sp.issparse(X):
+        X = X.tocsc()
+        if X.dtype != np.float64:
+            X = X.astype(np.float64)
+        return CSR(X.indptr, unsigned(X.indices), X.data)
+    X = np.asfortranarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise DataError(f"columns: X must be 2-D, got shape {X.shape}")
+    return X.T
 
 
 def _stub(name):

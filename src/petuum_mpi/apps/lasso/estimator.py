@@ -30,8 +30,8 @@ from sklearn.base import RegressorMixin
 from ...drivers import ModelParallelEstimator, Run
 from ...errors import ConfigError, DataError, UsageError, convergence_warning
 from ...estimator import InputError, Param, local_rows
-from ...runtime import get_comm, warm_once
-from ...runtime import allreduce_sum
+from ...linear.rows import as_columns
+from ...runtime import allreduce_sum, get_comm, warm_once
 from ...strads.glm import ENGINE_PARAMS, make_sweeper, regression_targets, require_fitted
 from . import kernels as K
 
@@ -65,6 +65,7 @@ class EnetProblem:
             colsum = self.X.sum(axis=0)
             colsq = np.einsum("ij,ij->j", self.X, self.X)
             nnz_col = np.full(self.X.shape[1], float(self.X.shape[0]))
+        self.cols = as_columns(Xc if self.sparse else self.X)  # column j = row j of the transpose
         self.n_local, self.p = X_local.shape
         self.n = int(n_total)
         y_local = np.asarray(y_local, dtype=np.float64).ravel()
@@ -115,10 +116,7 @@ class EnetProblem:
         self.rsum = float(self.r.sum())
 
     def _partial(self, vars_, out):
-        if self.sparse:
-            K.partial_sparse(self.indptr, self.indices, self.data, vars_, self.r, self.rsum, self.mu, out)
-        else:
-            K.partial_dense(self.X, vars_, self.r, self.rsum, self.mu, out)
+        K.partial(self.cols, vars_, self.r, self.rsum, self.mu, out)
 
     # ---------------------------------------------------------------- engine API
     def push(self, vars_):
@@ -133,22 +131,14 @@ class EnetProblem:
 
     def apply(self, vars_, values):
         change = np.empty(len(vars_))
-        if self.sparse:
-            ds = K.apply_sparse(self.indptr, self.indices, self.data, vars_, values, self.w, self.r, self.colsum,
-                                change)
-        else:
-            ds = K.apply_dense(self.X, vars_, values, self.w, self.r, self.colsum, change)
+        ds = K.apply(self.cols, vars_, values, self.w, self.r, self.colsum, change)
         self.rsum += ds
         return change
 
     def solo(self, vars_):
         change = np.empty(len(vars_))
-        if self.sparse:
-            self.rsum = K.cd_sparse(self.indptr, self.indices, self.data, vars_, self.w, self.r, self.rsum, self.mu,
-                                    self.nrm2, self.colsum, self.a, self.b, change)
-        else:
-            self.rsum = K.cd_dense(self.X, vars_, self.w, self.r, self.rsum, self.mu, self.nrm2, self.colsum,
-                                   self.a, self.b, change)
+        self.rsum = K.cd(self.cols, vars_, self.w, self.r, self.rsum, self.mu, self.nrm2, self.colsum, self.a,
+                         self.b, change)
         return change
 
     # ---------------------------------------------------------------- duality gap

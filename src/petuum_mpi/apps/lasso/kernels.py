@@ -11,28 +11,15 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from ...linear.rows import as_columns, row_axpy, row_dot
 
 
 @numba.njit(cache=True)
-def partial_dense(X, vars_, r, rsum, mu, out):
-    """out[k] = X[:, j] . r - mu[j] * rsum for j = vars_[k]."""
-    n = X.shape[0]
+def partial(cols, vars_, r, rsum, mu, out):
+    """out[k] = x_j . r - mu[j] * rsum for j = vars_[k]."""
     for k in range(vars_.shape[0]):
         j = vars_[k]
-        s = 0.0
-        for i in range(n):
-            s += X[i, j] * r[i]
-        out[k] = s - mu[j] * rsum
-
-
-@numba.njit(cache=True)
-def partial_sparse(indptr, indices, data, vars_, r, rsum, mu, out):
-    for k in range(vars_.shape[0]):
-        j = vars_[k]
-        s = 0.0
-        for p in range(indptr[j], indptr[j + 1]):
-            s += data[p] * r[indices[p]]
-        out[k] = s - mu[j] * rsum
+        out[k] = row_dot(cols, j, r) - mu[j] * rsum
 
 
 @numba.njit(cache=True)
@@ -66,9 +53,8 @@ def enet_values(vars_, g, w, nrm2, a, b, out):
 
 
 @numba.njit(cache=True)
-def apply_dense(X, vars_, wnew, w, r, colsum, change):
-    """w[vars_] = wnew; r -= X[:, j] * delta_j. Returns the change of sum(r)."""
-    n = X.shape[0]
+def apply(cols, vars_, wnew, w, r, colsum, change):
+    """w[vars_] = wnew; r -= x_j * delta_j. Returns the change of sum(r)."""
     ds = 0.0
     for k in range(vars_.shape[0]):
         j = vars_[k]
@@ -76,40 +62,20 @@ def apply_dense(X, vars_, wnew, w, r, colsum, change):
         change[k] = abs(d)
         if d != 0.0:
             w[j] = wnew[k]
-            for i in range(n):
-                r[i] -= d * X[i, j]
+            row_axpy(cols, j, -d, r)
             ds -= d * colsum[j]
     return ds
 
 
 @numba.njit(cache=True)
-def apply_sparse(indptr, indices, data, vars_, wnew, w, r, colsum, change):
-    ds = 0.0
-    for k in range(vars_.shape[0]):
-        j = vars_[k]
-        d = wnew[k] - w[j]
-        change[k] = abs(d)
-        if d != 0.0:
-            w[j] = wnew[k]
-            for p in range(indptr[j], indptr[j + 1]):
-                r[indices[p]] -= d * data[p]
-            ds -= d * colsum[j]
-    return ds
-
-
-@numba.njit(cache=True)
-def cd_dense(X, vars_, w, r, rsum, mu, nrm2, colsum, a, b, change):
+def cd(cols, vars_, w, r, rsum, mu, nrm2, colsum, a, b, change):
     """Sequential (exact) coordinate descent over vars_ on one rank. Returns sum(r)."""
-    n = X.shape[0]
     for k in range(vars_.shape[0]):
         j = vars_[k]
         if nrm2[j] == 0.0:
             change[k] = 0.0
             continue
-        s = 0.0
-        for i in range(n):
-            s += X[i, j] * r[i]
-        tmp = s - mu[j] * rsum + nrm2[j] * w[j]
+        tmp = row_dot(cols, j, r) - mu[j] * rsum + nrm2[j] * w[j]
         if tmp > a:
             v = (tmp - a) / (nrm2[j] + b)
         elif tmp < -a:
@@ -120,35 +86,7 @@ def cd_dense(X, vars_, w, r, rsum, mu, nrm2, colsum, a, b, change):
         change[k] = abs(d)
         if d != 0.0:
             w[j] = v
-            for i in range(n):
-                r[i] -= d * X[i, j]
-            rsum -= d * colsum[j]
-    return rsum
-
-
-@numba.njit(cache=True)
-def cd_sparse(indptr, indices, data, vars_, w, r, rsum, mu, nrm2, colsum, a, b, change):
-    for k in range(vars_.shape[0]):
-        j = vars_[k]
-        if nrm2[j] == 0.0:
-            change[k] = 0.0
-            continue
-        s = 0.0
-        for p in range(indptr[j], indptr[j + 1]):
-            s += data[p] * r[indices[p]]
-        tmp = s - mu[j] * rsum + nrm2[j] * w[j]
-        if tmp > a:
-            v = (tmp - a) / (nrm2[j] + b)
-        elif tmp < -a:
-            v = (tmp + a) / (nrm2[j] + b)
-        else:
-            v = 0.0
-        d = v - w[j]
-        change[k] = abs(d)
-        if d != 0.0:
-            w[j] = v
-            for p in range(indptr[j], indptr[j + 1]):
-                r[indices[p]] -= d * data[p]
+            row_axpy(cols, j, -d, r)
             rsum -= d * colsum[j]
     return rsum
 
@@ -165,16 +103,12 @@ def warmup():
     out = np.zeros(2)
     w = np.zeros(2)
     nrm = np.ones(2)
-    partial_dense(X, v, r, 0.0, mu, out)
-    partial_sparse(S.indptr.astype(np.int64), S.indices.astype(np.int32), S.data, v, r, 0.0, mu, out)
+    for cols in (as_columns(X), as_columns(S)):
+        partial(cols, v, r, 0.0, mu, out)
+        apply(cols, v, out, w.copy(), r.copy(), mu, out.copy())
+        cd(cols, v, w.copy(), r.copy(), 0.0, mu, nrm, mu, 0.1, 0.0, out)
     col_stats_sparse(S.indptr.astype(np.int64), S.data, out.copy(), out.copy())
     enet_values(v, out, w, nrm, 0.1, 0.0, out)
-    apply_dense(X, v, out, w.copy(), r.copy(), mu, out.copy())
-    apply_sparse(S.indptr.astype(np.int64), S.indices.astype(np.int32), S.data, v, out, w.copy(), r.copy(), mu,
-                 out.copy())
-    cd_dense(X, v, w.copy(), r.copy(), 0.0, mu, nrm, mu, 0.1, 0.0, out)
-    cd_sparse(S.indptr.astype(np.int64), S.indices.astype(np.int32), S.data, v, w.copy(), r.copy(), 0.0, mu,
-              nrm, mu, 0.1, 0.0, out)
     warmup_gram()
 
 

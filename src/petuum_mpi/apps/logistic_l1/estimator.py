@@ -27,8 +27,8 @@ from sklearn.linear_model._base import LinearClassifierMixin
 from ...drivers import ModelParallelEstimator, Run
 from ...errors import convergence_warning
 from ...estimator import InputError, Param, binary_labels, local_rows
-from ...runtime import get_comm, warm_once
-from ...runtime import allreduce_sum
+from ...linear.rows import as_columns
+from ...runtime import allreduce_sum, get_comm, warm_once
 from ...strads.glm import ENGINE_PARAMS, make_sweeper
 from . import kernels as K
 
@@ -48,6 +48,7 @@ class LogisticProblem:
         else:
             self.X = np.asfortranarray(X_local, dtype=np.float64)
             nnz = np.full(self.X.shape[1], float(self.X.shape[0]))
+        self.cols = as_columns(Xc if self.sparse else self.X)  # column j = row j of the transpose
         self.n_local, self.p = X_local.shape
         self.n = int(n_total)
         self.y = np.asarray(y_pm, dtype=np.float64)
@@ -64,10 +65,7 @@ class LogisticProblem:
 
     def push(self, vars_):
         out = np.empty(2 * len(vars_))
-        if self.sparse:
-            K.partial_sparse(self.indptr, self.indices, self.data, self.p, vars_, self.g, self.h, self.q, out)
-        else:
-            K.partial_dense(self.X, vars_, self.g, self.h, self.q, out)
+        K.partial(self.cols, self.p, vars_, self.g, self.h, self.q, out)
         return out
 
     def pull(self, vars_, summed):
@@ -77,10 +75,7 @@ class LogisticProblem:
 
     def apply(self, vars_, values):
         change = np.empty(len(vars_))
-        if self.sparse:
-            K.apply_sparse(self.indptr, self.indices, self.data, self.p, vars_, values, self.d, self.q, change)
-        else:
-            K.apply_dense(self.X, vars_, values, self.d, self.q, change)
+        K.apply(self.cols, self.p, vars_, values, self.d, self.q, change)
         return change
 
     def gradient(self, reduce):

@@ -10,30 +10,13 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-
-@numba.njit(cache=True)
-def partial_dense(X, vars_, g, h, q, out):
-    """out[2k] = sum_i x_ij (g_i + h_i q_i); out[2k+1] = sum_i h_i x_ij^2."""
-    n, p = X.shape
-    for k in range(vars_.shape[0]):
-        j = vars_[k]
-        s = 0.0
-        t = 0.0
-        if j == p:
-            for i in range(n):
-                s += g[i] + h[i] * q[i]
-                t += h[i]
-        else:
-            for i in range(n):
-                x = X[i, j]
-                s += x * (g[i] + h[i] * q[i])
-                t += h[i] * x * x
-        out[2 * k] = s
-        out[2 * k + 1] = t
+from ...linear.rows import as_columns, entry, row_axpy, row_range
 
 
 @numba.njit(cache=True)
-def partial_sparse(indptr, indices, data, p, vars_, g, h, q, out):
+def partial(cols, p, vars_, g, h, q, out):
+    """out[2k] = sum_i x_ij (g_i + h_i q_i); out[2k+1] = sum_i h_i x_ij^2 (column j = row j
+    of ``cols``, the transpose's row set; j == p is the intercept)."""
     n = g.shape[0]
     for k in range(vars_.shape[0]):
         j = vars_[k]
@@ -44,9 +27,9 @@ def partial_sparse(indptr, indices, data, p, vars_, g, h, q, out):
                 s += g[i] + h[i] * q[i]
                 t += h[i]
         else:
-            for pp in range(indptr[j], indptr[j + 1]):
-                i = indices[pp]
-                x = data[pp]
+            p0, p1 = row_range(cols, j)
+            for e in range(p0, p1):
+                i, x = entry(cols, j, e)
                 s += x * (g[i] + h[i] * q[i])
                 t += h[i] * x * x
         out[2 * k] = s
@@ -76,24 +59,8 @@ def newton_values(vars_, GH, w, d, p, out):
 
 
 @numba.njit(cache=True)
-def apply_dense(X, vars_, dnew, d, q, change):
-    n, p = X.shape
-    for k in range(vars_.shape[0]):
-        j = vars_[k]
-        dd = dnew[k] - d[j]
-        change[k] = abs(dd)
-        if dd != 0.0:
-            d[j] = dnew[k]
-            if j == p:
-                for i in range(n):
-                    q[i] += dd
-            else:
-                for i in range(n):
-                    q[i] += dd * X[i, j]
-
-
-@numba.njit(cache=True)
-def apply_sparse(indptr, indices, data, p, vars_, dnew, d, q, change):
+def apply(cols, p, vars_, dnew, d, q, change):
+    """d[vars_] = dnew; q += x_j * delta_j (j == p: the intercept's column of ones)."""
     n = q.shape[0]
     for k in range(vars_.shape[0]):
         j = vars_[k]
@@ -105,8 +72,7 @@ def apply_sparse(indptr, indices, data, p, vars_, dnew, d, q, change):
                 for i in range(n):
                     q[i] += dd
             else:
-                for pp in range(indptr[j], indptr[j + 1]):
-                    q[indices[pp]] += dd * data[pp]
+                row_axpy(cols, j, dd, q)
 
 
 @numba.njit(cache=True)
@@ -148,17 +114,16 @@ def warmup():
 
     X = np.asfortranarray(np.arange(6, dtype=np.float64).reshape(3, 2))
     S = sp.csc_matrix(X)
-    ip, ix = S.indptr.astype(np.int64), S.indices.astype(np.int32)
     v = np.arange(3, dtype=np.int64)
     y = np.array([1.0, -1.0, 1.0])
     z = np.zeros(3)
     g, h, q = np.zeros(3), np.zeros(3), np.zeros(3)
     out = np.zeros(6)
     row_derivatives(y, z, 1.0, g, h)
-    partial_dense(X, v, g, h, q, out)
-    partial_sparse(ip, ix, S.data, 2, v, g, h, q, out)
+    for cols in (as_columns(X), as_columns(S)):
+        partial(cols, 2, v, g, h, q, out)
     w, d, dn = np.zeros(3), np.zeros(3), np.zeros(3)
     newton_values(v, out, w, d, 2, dn)
-    apply_dense(X, v, dn, d.copy(), q.copy(), np.zeros(3))
-    apply_sparse(ip, ix, S.data, 2, v, dn, d.copy(), q.copy(), np.zeros(3))
+    for cols in (as_columns(X), as_columns(S)):
+        apply(cols, 2, v, dn, d.copy(), q.copy(), np.zeros(3))
     line_losses(y, z, q, np.ones(2), 1.0, np.zeros(2))
