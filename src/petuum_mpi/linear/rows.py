@@ -59,17 +59,11 @@ def as_rows(X):
 
 def as_columns(X):
     """The columns of ``X`` as a row set (column ``j`` is row ``j``), for column-wise
-    kernels such as coordinate descent: a Fortran-ordered dense ``X`` gives its C-ordered
-    transpose and a CSC matrix the :class:`CSR` of its transpose (no copy of the values)."""
+    kernels such as coordinate descent: the rows of the transpose (a Fortran-ordered
+    dense ``X`` or a CSC matrix gives them without a copy of the values)."""
     if sp.issparse(X):
-        X = X.tocsc()
-        if X.dtype != np.float64:
-            X = X.astype(np.float64)
-        return CSR(X.indptr, unsigned(X.indices), X.data)
-    X = np.asfortranarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        raise DataError(f"columns: X must be 2-D, got shape {X.shape}")
-    return X.T
+        return as_rows(X.tocsc().T)
+    return as_rows(np.asfortranarray(X, dtype=np.float64).T)
 
 
 def _stub(name):
