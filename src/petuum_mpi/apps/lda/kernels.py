@@ -650,6 +650,46 @@ def per_token_loglik(doc_ptr, n_dk, n_wk, n_k, alpha, beta):
 
 
 @njit(cache=True, nogil=True)
+def _fold_in_doc(words, start, step, n, n_wk, inv, alpha, beta, n_iter, burn_in, cum, ndk, theta):
+    """Gibbs sampling of one document's ``n`` tokens ``words[start + step * j]`` against the
+    fixed word-topic counts (``inv[k] = 1 / (n_k + V beta)``). ``theta`` (K,) receives the sum
+    of (n_dk + alpha) / (n + K alpha) over the sweeps after ``burn_in`` (the last state when
+    there are none); returns how many states were summed."""
+    K = ndk.shape[0]
+    zz = np.empty(n, dtype=np.int64)
+    ndk[:] = 0
+    theta[:] = 0.0
+    for j in range(n):
+        k = np.random.randint(0, K)
+        zz[j] = k
+        ndk[k] += 1
+    n_avg = 0
+    for it in range(n_iter):
+        for j in range(n):
+            w = words[start + step * j]
+            ndk[zz[j]] -= 1
+            acc = 0.0
+            for k in range(K):
+                acc += (ndk[k] + alpha) * (_nn(n_wk[w, k]) + beta) * inv[k]
+                cum[k] = acc
+            u = np.random.random() * acc
+            x = 0
+            while x < K - 1 and cum[x] <= u:
+                x += 1
+            zz[j] = x
+            ndk[x] += 1
+        if it >= burn_in:
+            for k in range(K):
+                theta[k] += (ndk[k] + alpha) / (n + K * alpha)
+            n_avg += 1
+    if n_avg == 0:
+        for k in range(K):
+            theta[k] = (ndk[k] + alpha) / (n + K * alpha)
+        n_avg = 1
+    return n_avg
+
+
+@njit(cache=True, nogil=True)
 def doc_completion_loglik(doc_ptr, words, n_wk, n_k, alpha, beta, n_iter, burn_in, seed_):
     """Held-out log-likelihood by document completion.
 
@@ -679,36 +719,7 @@ def doc_completion_loglik(doc_ptr, words, n_wk, n_k, alpha, beta, n_iter, burn_i
         start = doc_ptr[d]
         stop = doc_ptr[d + 1]
         n_obs = (stop - start + 1) // 2
-        zz = np.empty(n_obs, dtype=np.int64)
-        ndk[:] = 0
-        theta[:] = 0.0
-        for j in range(n_obs):
-            k = np.random.randint(0, K)
-            zz[j] = k
-            ndk[k] += 1
-        n_avg = 0
-        for it in range(n_iter):
-            for j in range(n_obs):
-                w = words[start + 2 * j]
-                ndk[zz[j]] -= 1
-                acc = 0.0
-                for k in range(K):
-                    acc += (ndk[k] + alpha) * (n_wk[w, k] + beta) * inv[k]
-                    cum[k] = acc
-                u = np.random.random() * acc
-                x = 0
-                while x < K - 1 and cum[x] <= u:
-                    x += 1
-                zz[j] = x
-                ndk[x] += 1
-            if it >= burn_in:
-                for k in range(K):
-                    theta[k] += (ndk[k] + alpha) / (n_obs + K * alpha)
-                n_avg += 1
-        if n_avg == 0:
-            for k in range(K):
-                theta[k] = (ndk[k] + alpha) / (n_obs + K * alpha)
-            n_avg = 1
+        n_avg = _fold_in_doc(words, start, 2, n_obs, n_wk, inv, alpha, beta, n_iter, burn_in, cum, ndk, theta)
         for i in range(start + 1, stop, 2):
             w = words[i]
             p = 0.0
@@ -785,35 +796,7 @@ def fold_in(doc_ptr, words, n_wk, n_k, alpha, beta, n_iter, burn_in, seed_):
     for d in range(D):
         start = doc_ptr[d]
         L = doc_ptr[d + 1] - start
-        zz = np.empty(L, dtype=np.int64)
-        ndk[:] = 0
-        for j in range(L):
-            k = np.random.randint(0, K)
-            zz[j] = k
-            ndk[k] += 1
-        n_avg = 0
-        for it in range(n_iter):
-            for j in range(L):
-                w = words[start + j]
-                ndk[zz[j]] -= 1
-                acc = 0.0
-                for k in range(K):
-                    acc += (ndk[k] + alpha) * (_nn(n_wk[w, k]) + beta) * inv[k]
-                    cum[k] = acc
-                u = np.random.random() * acc
-                x = 0
-                while x < K - 1 and cum[x] <= u:
-                    x += 1
-                zz[j] = x
-                ndk[x] += 1
-            if it >= burn_in:
-                for k in range(K):
-                    theta[d, k] += (ndk[k] + alpha) / (L + K * alpha)
-                n_avg += 1
-        if n_avg == 0:
-            for k in range(K):
-                theta[d, k] = (ndk[k] + alpha) / (L + K * alpha)
-        else:
-            for k in range(K):
-                theta[d, k] /= n_avg
+        n_avg = _fold_in_doc(words, start, 1, L, n_wk, inv, alpha, beta, n_iter, burn_in, cum, ndk, theta[d])
+        for k in range(K):
+            theta[d, k] /= n_avg
     return theta
