@@ -175,6 +175,22 @@ def rmse(users, items, ratings, U, V, bu, bi, mu, use_bias):
     return np.sqrt(sse(users, items, ratings, U, V, bu, bi, mu, use_bias) / n)
 
 
+@njit(cache=True, inline="always")
+def _above(hv, hi, a, b):
+    """Entry a belongs above entry b in the min-heap (ties: the larger id is "smaller", so smaller ids win)."""
+    return hv[a] < hv[b] or (hv[a] == hv[b] and hi[a] > hi[b])
+
+
+@njit(cache=True, inline="always")
+def _swap(hv, hi, a, b):
+    tv = hv[a]
+    hv[a] = hv[b]
+    hv[b] = tv
+    ti = hi[a]
+    hi[a] = hi[b]
+    hi[b] = ti
+
+
 @njit(cache=True, nogil=True)
 def _sift_down(hv, hi, pos, n):
     # min-heap on hv (ties: larger id is "smaller", so smaller ids win)
@@ -184,15 +200,10 @@ def _sift_down(hv, hi, pos, n):
             return
         c = left
         right = left + 1
-        if right < n and (hv[right] < hv[left] or (hv[right] == hv[left] and hi[right] > hi[left])):
+        if right < n and _above(hv, hi, right, left):
             c = right
-        if hv[c] < hv[pos] or (hv[c] == hv[pos] and hi[c] > hi[pos]):
-            tv = hv[c]
-            hv[c] = hv[pos]
-            hv[pos] = tv
-            ti = hi[c]
-            hi[c] = hi[pos]
-            hi[pos] = ti
+        if _above(hv, hi, c, pos):
+            _swap(hv, hi, c, pos)
             pos = c
         else:
             return
@@ -240,13 +251,8 @@ def top_k_items(u_vec, V, bi, bu_u, mu, use_bias, k, exclude):
             m += 1
             while pos > 0:
                 par = (pos - 1) // 2
-                if hv[pos] < hv[par] or (hv[pos] == hv[par] and hi[pos] > hi[par]):
-                    tv = hv[par]
-                    hv[par] = hv[pos]
-                    hv[pos] = tv
-                    ti = hi[par]
-                    hi[par] = hi[pos]
-                    hi[pos] = ti
+                if _above(hv, hi, pos, par):
+                    _swap(hv, hi, pos, par)
                     pos = par
                 else:
                     break
