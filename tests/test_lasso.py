@@ -258,3 +258,25 @@ def test_sparse_large_support_correlated(comm, scheduler):
     assert np.count_nonzero(ref.coef_) > 300
     assert abs(fo - fr) <= 1e-6 * abs(fr), (fo, fr)
     assert m.telemetry_["rounds"] > 0
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("path", [False, True])
+def test_one_blas_thread_inside_a_fit(comm, path):
+    # a rank is a core: BLAS inside the fit runs one thread at any rank count (a second
+    # OpenBLAS thread on a busy core made the gap's dots 1000x slower); the limit is undone after
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads():
+        return [d["num_threads"] for d in threadpoolctl.threadpool_info() if d["user_api"] == "blas"]
+
+    X, y = dataset("sparse", seed=2)
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        seen = []
+        if path:
+            lasso_path(X, y, n_alphas=3, comm=comm, on_alpha=lambda *a: seen.extend(blas_threads()))
+        else:
+            Lasso(alpha=0.05).fit(X, y, callback=lambda row: seen.extend(blas_threads()))
+        assert seen and set(seen) == {1}, seen
+        assert blas_threads() == before

@@ -31,7 +31,7 @@ from ...drivers import ModelParallelEstimator, Run
 from ...errors import ConfigError, DataError, UsageError, convergence_warning
 from ...estimator import InputError, Param, local_rows
 from ...linear.rows import as_columns
-from ...runtime import allreduce_sum, get_comm, warm_once
+from ...runtime import allreduce_sum, get_comm, one_blas_thread, warm_once
 from ...strads.glm import ENGINE_PARAMS, make_sweeper, regression_targets, require_fitted
 from . import kernels as K
 
@@ -206,6 +206,12 @@ GRAM_LIMIT = 2048  # precompute="auto": Gram solver on working sets up to this s
 
 
 def solve_enet(est, r, prob: EnetProblem, alpha, l1_ratio=1.0, record=None):
+    """:func:`_solve_enet` with BLAS at one thread (a rank is a core). Collective."""
+    with one_blas_thread():
+        return _solve_enet(est, r, prob, alpha, l1_ratio, record)
+
+
+def _solve_enet(est, r, prob: EnetProblem, alpha, l1_ratio=1.0, record=None):
     """Minimise the ElasticNet objective on ``prob`` from its current coefficients.
 
     Collective; the parameters are ``r.p`` (validated). Returns ``(n_iter,

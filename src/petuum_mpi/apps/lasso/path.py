@@ -8,6 +8,7 @@ import numpy as np
 
 from ...errors import ConfigError, convergence_warning
 from ...params import check_param
+from ...runtime import one_blas_thread
 from .estimator import ElasticNet, EnetProblem, solve_enet
 
 
@@ -47,16 +48,21 @@ def enet_path(X, y=None, l1_ratio=0.5, eps=1e-3, n_alphas=100, alphas=None, fit_
             raise ConfigError("alphas: must be a non-empty list of positive numbers")
     coefs = np.empty((prob.p, len(alphas)))
     gaps = np.empty(len(alphas))
-    for i, a in enumerate(alphas):
-        n_iter, gap, tol_s, st = solve_enet(est, r, prob, a, p.l1_ratio)
-        if gap > tol_s:
-            warnings.warn(f"Objective did not converge at alpha={a:.4g}. Duality gap: {gap:.6e}, tolerance: "
-                          f"{tol_s:.3e}", convergence_warning(), stacklevel=2)
-        coefs[:, i] = prob.w
-        gaps[i] = gap / prob.n
-        if on_alpha is not None:
-            on_alpha(i, a, prob, n_iter, gap, st)
+    with one_blas_thread():  # a rank is a core (also in on_alpha)
+        for i, a in enumerate(alphas):
+            _one_alpha(est, r, prob, p, i, a, coefs, gaps, on_alpha)
     return alphas, coefs, gaps
+
+
+def _one_alpha(est, r, prob, p, i, a, coefs, gaps, on_alpha):
+    n_iter, gap, tol_s, st = solve_enet(est, r, prob, a, p.l1_ratio)
+    if gap > tol_s:
+        warnings.warn(f"Objective did not converge at alpha={a:.4g}. Duality gap: {gap:.6e}, tolerance: "
+                      f"{tol_s:.3e}", convergence_warning(), stacklevel=3)
+    coefs[:, i] = prob.w
+    gaps[i] = gap / prob.n
+    if on_alpha is not None:
+        on_alpha(i, a, prob, n_iter, gap, st)
 
 
 def lasso_path(X, y=None, eps=1e-3, n_alphas=100, alphas=None, **kw):
