@@ -203,6 +203,8 @@ class EnetProblem:
 
 
 GRAM_LIMIT = 2048  # precompute="auto": Gram solver on working sets up to this size
+GRAM_NNZ = 8.0  # one rank, "auto": Gram solver only if |W|^2 <= GRAM_NNZ * nnz(X_W)
+ANDERSON_K = 5  # one rank: Anderson extrapolation every K sweeps of the working set (0: none, -1: engine)
 
 
 def solve_enet(est, r, prob: EnetProblem, alpha, l1_ratio=1.0, record=None):
@@ -229,7 +231,7 @@ def _solve_enet(est, r, prob: EnetProblem, alpha, l1_ratio=1.0, record=None):
     sw = make_sweeper(est, r, prob.p, prob.cost, r.X, prob.n, serial_fusion=p.serial_fusion)
     reduce = r.allreduce  # the engine's (timed)
     cand = np.nonzero(prob.nrm2 > 0)[0].astype(np.int64)
-    n_iter = ws_size = gram_sweeps = gram_solves = 0
+    n_iter = ws_size = gram_sweeps = gram_solves = local_sweeps = extrapolated = 0
     t_start = time.perf_counter()
     gap = np.inf
 
@@ -288,7 +290,12 @@ def _solve_enet(est, r, prob: EnetProblem, alpha, l1_ratio=1.0, record=None):
         else:
             W = cand
             target = tol_s
-        if precompute and prob.gram_ok(W, 1 << 30 if precompute is True else GRAM_LIMIT):
+        local = r.size == 1 and p.serial_fusion and ANDERSON_K >= 0  # one rank holds every row
+        use_gram = precompute and prob.gram_ok(W, 1 << 30 if precompute is True else GRAM_LIMIT)
+        if use_gram and precompute == "auto" and local:
+            # a Gram sweep costs |W|^2, a sweep over the columns 2 nnz(X_W): Gram only for dense-ish columns
+            use_gram = len(W) ** 2 <= GRAM_NNZ * float(prob.cost[W].sum())
+        if use_gram:
             cache = prob._gcache
             if cache is not None and np.array_equal(cache[0], W):
                 # same W: reuse G; fresh gradients from the residual (|W| values, no drift)
@@ -311,6 +318,17 @@ def _solve_enet(est, r, prob: EnetProblem, alpha, l1_ratio=1.0, record=None):
             scaled(dict(figures(g_in, P, "gram"), iter=n_iter))
             continue
 
+        if local:
+            # one rank holds every row: CD on the columns in one kernel, Anderson-accelerated
+            nsw, g_in, P, prob.rsum, acc = K.ws_cd(prob.cols, W, prob.w, prob.r, prob.rsum, prob.mu, prob.nrm2,
+                                              prob.colsum, prob.y, prob.n, prob.a, prob.b, target, max_iter - n_iter,
+                                              ANDERSON_K)
+            n_iter += int(nsw)
+            local_sweeps += int(nsw)
+            extrapolated += int(acc)
+            scaled(dict(figures(g_in, P, "working_set"), iter=n_iter))
+            continue
+
         def progress(W=W):
             g_in, P, _, _ = prob.gap(W, reduce)
             return figures(g_in, P, "working_set")
@@ -321,7 +339,8 @@ def _solve_enet(est, r, prob: EnetProblem, alpha, l1_ratio=1.0, record=None):
                              start=n_iter, row=start)
     stats = sw.stats()
     stats.update(working_set=int(ws_size), candidates=int(len(cand)), gram_sweeps=int(gram_sweeps),
-                 gram_solves=int(gram_solves))
+                 gram_solves=int(gram_solves), local_sweeps=int(local_sweeps),
+                 extrapolations=int(extrapolated))
     return n_iter, gap, tol_s, stats
 
 
