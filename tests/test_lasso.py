@@ -280,3 +280,26 @@ def test_one_blas_thread_inside_a_fit(comm, path):
             Lasso(alpha=0.05).fit(X, y, callback=lambda row: seen.extend(blas_threads()))
         assert seen and set(seen) == {1}, seen
         assert blas_threads() == before
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("kind,precompute", [("dense", False), ("sparse", False), ("sparse", "auto")])
+def test_large_working_set_local_path(comm, kind, precompute):
+    # a working set larger than the Gram solver's: at one rank the local CD kernel with Anderson
+    # extrapolation solves it (the engine's rounds at more ranks); same optimum as sklearn everywhere
+    rng = np.random.default_rng(7)
+    n, p = 800, 1200
+    if kind == "dense":
+        Z = rng.standard_normal((n, p // 4))
+        X = np.repeat(Z, 4, axis=1) + 0.5 * rng.standard_normal((n, p))
+    else:
+        X = sp.random(n, p, density=0.03, random_state=7, format="csc", data_rvs=rng.standard_normal)
+        X = (X + sp.hstack([X[:, 1:], X[:, :1]]) * 0.8).tocsr()  # neighbours share non-zeros: correlated
+    wt = np.zeros(p)
+    wt[rng.choice(p, p // 5, replace=False)] = rng.standard_normal(p // 5)
+    y = X @ wt + 0.1 * rng.standard_normal(n)
+    m = check_vs_sklearn(X, y, 0.01, 1.0, precompute=precompute)
+    assert np.count_nonzero(m.coef_) > 250
+    if comm.size == 1:
+        t = m.telemetry_
+        assert t["local_sweeps"] > 0 and t["rounds"] == 0 and t["extrapolations"] > 0, t
