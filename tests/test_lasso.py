@@ -271,6 +271,7 @@ def test_one_blas_thread_inside_a_fit(comm, path):
         return [d["num_threads"] for d in threadpoolctl.threadpool_info() if d["user_api"] == "blas"]
 
     X, y = dataset("sparse", seed=2)
+    Lasso(alpha=0.05).fit(X, y)  # the first fit may set a process-wide share of the cores (compile_once)
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         before = blas_threads()
         seen = []
