@@ -290,7 +290,8 @@ def _solve_enet(est, r, prob: EnetProblem, alpha, l1_ratio=1.0, record=None):
         else:
             W = cand
             target = tol_s
-        local = r.size == 1 and p.serial_fusion and ANDERSON_K >= 0  # one rank holds every row
+        # one rank holds every row: cyclic CD on the columns in one kernel (the other schedulers: the engine)
+        local = r.size == 1 and p.serial_fusion and p.scheduler == "cyclic" and ANDERSON_K >= 0
         use_gram = precompute and prob.gram_ok(W, 1 << 30 if precompute is True else GRAM_LIMIT)
         if use_gram and precompute == "auto" and local:
             # a Gram sweep costs |W|^2, a sweep over the columns 2 nnz(X_W): Gram only for dense-ish columns
@@ -318,8 +319,7 @@ def _solve_enet(est, r, prob: EnetProblem, alpha, l1_ratio=1.0, record=None):
             scaled(dict(figures(g_in, P, "gram"), iter=n_iter))
             continue
 
-        if local:
-            # one rank holds every row: CD on the columns in one kernel, Anderson-accelerated
+        if local:  # Anderson-accelerated
             nsw, g_in, P, prob.rsum, acc = K.ws_cd(prob.cols, W, prob.w, prob.r, prob.rsum, prob.mu, prob.nrm2,
                                               prob.colsum, prob.y, prob.n, prob.a, prob.b, target, max_iter - n_iter,
                                               ANDERSON_K)
@@ -370,8 +370,8 @@ class _EnetBase(RegressorMixin, ModelParallelEstimator):
         **ENGINE_PARAMS,
         "screening": Param(True, bool, section="engine", doc="gap-safe screening"),
         "working_set": Param(True, bool, section="engine", doc="working-set solver"),
-        "serial_fusion": Param(True, bool, section="engine", doc="one rank: working sets solved by local CD in one "
-                               "kernel (Anderson-accelerated)"),
+        "serial_fusion": Param(True, bool, section="engine", doc="one rank: exact sequential rounds in one kernel "
+                               "(cyclic: local CD with Anderson extrapolation)"),
         "precompute": _Precompute("auto", str, choices=("auto", "true", "false"), section="engine",
                                   doc="Gram-matrix solver on working sets (auto: up to 2048 coefficients; "
                                   "False: engine rounds only)"),
