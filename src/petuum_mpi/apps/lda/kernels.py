@@ -141,10 +141,12 @@ def count_tables(doc_ptr, words, z, n_dk, n_wk, n_k):
 @njit(cache=True, nogil=True)
 def init_assignments(doc_ptr, words, K, seed_, z):
     """Fill ``z`` with uniform random topics in ``[0, K)`` drawn from ``seed_``
-    (use a different seed on each rank). Counts are built with :func:`count_tables`."""
-    np.random.seed(seed_)
+    (use a different seed on each rank; xorshift64* as the sweeps). Counts are built with
+    :func:`count_tables`."""
+    rs = _rng_init(seed_)
     for i in range(words.shape[0]):
-        z[i] = np.random.randint(0, K)
+        rs, u = _rng_next(rs)
+        z[i] = min(int(u * K), K - 1)
 
 
 @njit(cache=True, nogil=True)
