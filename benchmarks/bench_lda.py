@@ -79,7 +79,7 @@ def main():
                          "random state (CPU seconds per sweep, log p(w,z)/token), no parameter server")
     ap.add_argument("--consistency", default="bsp", help="bsp: every sweep sees all earlier sweeps (fair per-sweep likelihood)")
     ap.add_argument("--staleness", type=int, default=1)
-    ap.add_argument("--clocks-per-iter", type=int, default=0, help="PS clocks per sweep (0 = the app's auto: 1 on one rank, 4 on more)")
+    ap.add_argument("--clocks-per-iter", type=int, default=0, help="PS clocks per sweep (0 = the app's auto: one word block per rank for plain/sparse, 1 or 4 for mh)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the lda package")
     ap.add_argument("--peers", action="store_true",
                     help="one process: tomotopy 1/2 threads, lda package, ours at 1 and 2 ranks (mpiexec), interleaved")

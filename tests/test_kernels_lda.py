@@ -405,3 +405,21 @@ def test_token_draw_exact_when_sweeping_part_of_a_document(kind):
         f_obs, f_exp = f_obs[:-1], f_exp[:-1]
     assert 0.5 * np.abs(hits / n - p).sum() < 0.02
     assert chisquare(f_obs, f_exp).pvalue > 1e-4, (hits / n, p)
+
+
+def test_plain_search_counts_prefix_sums_and_never_returns_padding():
+    """sweep_plain's draw: the index where u falls in the cumulative sums of the weights,
+    counting from the block sums; a u at or past the total (float32 rounding) gives the last
+    real topic, never a zero-weight padding slot."""
+    B = lk._PBLK
+    for K in (1, 3, B, B + 1, 3 * B - 2):
+        rng = np.random.default_rng(K)
+        nb = -(-K // B)
+        vals = np.zeros(nb * B, np.float32)
+        vals[:K] = rng.integers(1, 5, K)  # small integers: float32 sums are exact
+        bsum = vals.reshape(nb, B).sum(1).astype(np.float32)
+        cum = np.cumsum(vals[:K])
+        for u in np.concatenate(([0.0], cum - 0.5, cum[:-1], [cum[-1], cum[-1] * 1.01])):
+            j = lk._search_plain(np.float32(u), bsum, nb, vals, K)
+            want = min(int(np.searchsorted(cum, u, side="right")), K - 1)
+            assert j == want, (K, u, j, want)

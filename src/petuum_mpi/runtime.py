@@ -396,6 +396,18 @@ def warm_once(warmup, comm=None) -> None:
         _WARMED.add(key)
 
 
+def _start_jit() -> None:
+    """The first Numba kernel call of a process costs about a second whatever the kernel
+    (Numba starts its compiler); a tiny cached kernel pays it without touching the apps' cache."""
+    from numba import njit
+
+    @njit(cache=True)
+    def _one(x):
+        return x + 1
+
+    _one(1)
+
+
 def compile_once(warmup, comm=None) -> None:
     """Run ``warmup()`` (which calls cached Numba kernels on tiny inputs) on the
     first rank of each node, then on the others, so the cache is written once.
@@ -407,6 +419,7 @@ def compile_once(warmup, comm=None) -> None:
     local = node_comm(comm)
     limit_blas_threads(local.size)
     try:
+        _start_jit()  # every rank at once: ~1 s that would otherwise pass one rank after another
         if local.rank == 0:
             warmup()
         local.Barrier()

@@ -271,7 +271,8 @@ class LDA(TransformerMixin, DataParallelEstimator):
         r.nwk = np.zeros((V, K), dtype=np.int32)  # local copy of the n_wk rows of local words
         r.nk = np.zeros(K, dtype=np.int64)
         r.d_wk, r.d_k = np.zeros((V, K), dtype=np.int32), np.zeros(K, dtype=np.int64)  # this clock's deltas
-        r.rows = np.unique(c.words).astype(np.int64)  # n_wk rows this rank reads and writes
+        r.wcount = np.bincount(c.words, minlength=V)  # local occurrences of each word
+        r.rows = np.flatnonzero(r.wcount).astype(np.int64)  # n_wk rows this rank reads and writes
         r.lo, r.hi = (V * r.rank) // r.size, (V * (r.rank + 1)) // r.size  # my log-likelihood row range
         r.blocks = r.kind != "mh"  # mh's doc proposal needs all of a document's tokens in one sweep
         if r.blocks:
@@ -292,16 +293,18 @@ class LDA(TransformerMixin, DataParallelEstimator):
         ``r.bwords`` words in that order, ``r.bptr[b]`` block b's document pointers,
         ``r.zb`` the assignments in that order, ``r.occ[b]`` word occurrences of block b)."""
         c, B, V, D = r.corpus, r.cpi, r.V, r.corpus.n_docs
-        cnt = r.allreduce(np.bincount(c.words, minlength=V).astype(np.float64))
-        cum = np.cumsum(cnt)
+        cum = np.cumsum(r.allreduce(r.wcount.astype(np.float64)))
         wb = np.searchsorted(cum, np.arange(1, B) * (cum[-1] / B), side="left") + 1
         r.wb = np.concatenate(([0], np.minimum(wb, V), [V])).astype(np.int64)
-        blk = np.searchsorted(r.wb, c.words, side="right") - 1
-        doc_of = np.repeat(np.arange(D, dtype=np.int64), np.diff(c.tok_ptr))
-        r.order = np.lexsort((doc_of, blk))  # stable: a document's tokens keep their order within a block
+        # block of each token by a per-word lookup; tokens are in document order, so a stable sort
+        # by block gives block-major then document order (radix sort of the small block ids: O(N))
+        bt = np.int16 if B < 2**15 else np.int64
+        blk = np.repeat(np.arange(B, dtype=bt), np.diff(r.wb))[c.words]
+        r.order = np.argsort(blk, kind="stable")
         r.bwords = np.ascontiguousarray(c.words[r.order])
+        doc_of = np.repeat(np.arange(D, dtype=np.int64), np.diff(c.tok_ptr))
         starts = np.zeros(B * D + 1, dtype=np.int64)
-        np.cumsum(np.bincount(blk * D + doc_of, minlength=B * D), out=starts[1:])
+        np.cumsum(np.bincount(blk * np.int64(D) + doc_of, minlength=B * D), out=starts[1:])
         r.bptr = [starts[b * D:(b + 1) * D + 1] for b in range(B)]
         r.zb = np.empty_like(r.z)
         if r.kind == "sparse":  # occurrences of each word per block: capacity of the word lists
