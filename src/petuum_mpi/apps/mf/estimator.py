@@ -62,6 +62,7 @@ def warmup():
         reg = np.full((2, 2), 0.01)
         for nn in (False, True):
             K.sgd_pass_rows(u, i, r, U, V, b, b.copy(), 0.0, 0.01, reg, reg, True, nn)
+            K.sgd_pass_ada(u, i, r, U, V, b, b.copy(), 0.0, 0.01, reg, reg, np.ones(2), np.ones(2), True, nn)
         K.sse(u, i, r, U, V, b, b, 0.0, True)
 
 
@@ -188,8 +189,12 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
                              "pulls non-negative factors off the truth)"),
         "use_bias": Param(True, bool, doc="global mean (fixed) + user and item biases"),
         "nonneg": Param(False, bool, doc="non-negative factors (NMF by projection; factors start >= 0)"),
-        "eta0": Param(0.03, float, lo=0, lo_open=True, doc="initial step size"),
-        "decay": Param(0.05, float, lo=0, doc="step of epoch e: eta0 / (1 + decay e)^power"),
+        "adagrad": Param(True, bool, doc="per-row AdaGrad steps (LIBMF's): row step eta / sqrt(1 + summed mean "
+                         "squared gradients of the row's factors)"),
+        "eta0": Param(None, float, lo=0, lo_open=True, doc="initial step size (None: 0.15 with adagrad, 0.03 "
+                      "without)"),
+        "decay": Param(None, float, lo=0, doc="step of epoch e: eta0 / (1 + decay e)^power (None: 0 with "
+                       "adagrad, which decays by itself; 0.05 without)"),
         "power": Param(1.0, float, lo=0, doc="exponent of the step-size decay"),
         "max_iter": Param(100, int, lo=1, doc="epochs (at most: early stopping ends sooner)"),
         "schedule": Param("auto", str, choices=("auto", "rotate", "shared"),
@@ -281,7 +286,8 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         V0 = p.init_scale * np.random.default_rng([r.seed, 11]).standard_normal((ni, Kc))
         if p.nonneg:
             V0 = np.abs(V0)
-        return [TableSpec("V", ni, max(Kc, 1), dt.name, init=V0 if Kc else 0), TableSpec("c", 1, ni, dt.name)]
+        ada = [TableSpec("g", 1, ni, "float64", init=1.0)] if p.adagrad else []  # items' AdaGrad sums
+        return [TableSpec("V", ni, max(Kc, 1), dt.name, init=V0 if Kc else 0), TableSpec("c", 1, ni, dt.name)] + ada
 
     # -- local state --------------------------------------------------------------------
     def _setup(self, r):
@@ -338,6 +344,7 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         r.bu = np.zeros(nl, dt)
         r.V, r.bi = np.zeros((ni, p.n_components), dt), np.zeros(ni, dt)
         r.dV, r.dbi = np.zeros_like(r.V), np.zeros_like(r.bi)
+        r.Gu, r.Gi, r.dGi = np.ones(nl), np.ones(ni), np.ones(ni)
         r.t_train, r.t_open, r.n_upd, r.eta = 0.0, None, 0, None
         r.best, r.ref, r.ref_clock, r.best_model = np.inf, np.inf, r.ps.clock_value if r.ps else 0, None
 
@@ -345,7 +352,7 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         self._setup(r)
 
     def state(self, r):
-        return {"U": r.U, "bu": r.bu, "user_start": np.int64(r.lo)}
+        return {"U": r.U, "bu": r.bu, "Gu": r.Gu, "user_start": np.int64(r.lo)}
 
     def restore(self, r, st):
         """Collective. Same rank count: my shard's user block; otherwise my block is re-cut
@@ -353,10 +360,10 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         self._setup(r)
         err = None
         if st is not None and st["U"].shape == r.U.shape and int(st.get("user_start", r.lo)) == r.lo:
-            r.U[...], r.bu[...] = st["U"], st["bu"]
+            r.U[...], r.bu[...], r.Gu[...] = st["U"], st["bu"], st.get("Gu", 1.0)
         else:
             try:
-                _read_user_block(r.p.snapshot_dir, r.ps.clock_value, r.lo, r.hi, r.U, r.bu)
+                _read_user_block(r.p.snapshot_dir, r.ps.clock_value, r.lo, r.hi, r.U, r.bu, r.Gu)
             except (DataError, OSError, KeyError) as e:
                 err = str(e)
         if r.allreduce(float(err is not None)) > 0:
@@ -384,6 +391,9 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
             r.bi[...] = r.ps.get("c", 0)
             if keep:
                 r.dbi[...] = r.bi
+        if p.adagrad and keep:
+            r.Gi[...] = r.ps.get("g", 0)
+            r.dGi[...] = r.Gi
 
     def _stop_timer(self, r):
         if r.t_open is not None:  # a clock's time ends where the driver hands control back
@@ -400,9 +410,17 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         rows = r.bitems[b]
         self._read_items(r, keep=True, rows=rows)
         lo, hi = r.cuts[b][k], r.cuts[b][k + 1]
-        r.eta = eta = K.step_size(p.eta0, r.epoch, p.decay, p.power)
-        K.sgd_pass_rows(r.ul[lo:hi], r.il[lo:hi], r.vl[lo:hi], r.U, r.V, r.bu, r.bi, r.mu, eta, r.regu, r.regi,
-                        p.use_bias, p.nonneg)
+        eta0 = p.eta0 if p.eta0 is not None else (0.15 if p.adagrad else 0.03)
+        decay = p.decay if p.decay is not None else (0.0 if p.adagrad else 0.05)
+        r.eta = eta = K.step_size(eta0, r.epoch, decay, p.power)
+        if p.adagrad:
+            K.sgd_pass_ada(r.ul[lo:hi], r.il[lo:hi], r.vl[lo:hi], r.U, r.V, r.bu, r.bi, r.mu, eta, r.regu, r.regi,
+                           r.Gu, r.Gi, p.use_bias, p.nonneg)
+            np.subtract(r.Gi, r.dGi, out=r.dGi)
+            r.ps.inc("g", 0, r.dGi if rows is None else r.dGi[rows], cols=rows)
+        else:
+            K.sgd_pass_rows(r.ul[lo:hi], r.il[lo:hi], r.vl[lo:hi], r.U, r.V, r.bu, r.bi, r.mu, eta, r.regu,
+                            r.regi, p.use_bias, p.nonneg)
         r.n_upd += hi - lo
         if p.n_components and rows is not None:
             r.ps.inc("V", rows, r.V[rows] - r.Vb)
@@ -547,8 +565,8 @@ class _NotFitted(UsageError, NotFittedError):
     """predict before fit (scikit-learn's NotFittedError too)."""
 
 
-def _read_user_block(snapshot_dir, clk, lo, hi, U, bu):
-    """Rows ``lo:hi`` of the user factors/biases from every shard of snapshot ``clk``."""
+def _read_user_block(snapshot_dir, clk, lo, hi, U, bu, Gu):
+    """Rows ``lo:hi`` of the user factors/biases/AdaGrad sums from every shard of snapshot ``clk``."""
     from ...bosen.snapshot import app_states
 
     got = np.zeros(hi - lo, dtype=bool)
@@ -562,6 +580,7 @@ def _read_user_block(snapshot_dir, clk, lo, hi, U, bu):
         if a < b:
             U[a - lo:b - lo] = app["U"][a - s0:b - s0]
             bu[a - lo:b - lo] = app["bu"][a - s0:b - s0]
+            Gu[a - lo:b - lo] = app["Gu"][a - s0:b - s0] if "Gu" in app else 1.0
             got[a - lo:b - lo] = True
     if not got.all():
         raise DataError(f"{snapshot_dir}: no saved factors for user {lo + int(np.flatnonzero(~got)[0])} at clock {clk}")
