@@ -191,8 +191,8 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         "nonneg": Param(False, bool, doc="non-negative factors (NMF by projection; factors start >= 0)"),
         "adagrad": Param(True, bool, doc="per-row AdaGrad steps (LIBMF's): row step eta / sqrt(1 + summed mean "
                          "squared gradients of the row's factors)"),
-        "eta0": Param(None, float, lo=0, lo_open=True, doc="initial step size (None: 0.15 with adagrad, 0.03 "
-                      "without)"),
+        "eta0": Param(None, float, lo=0, lo_open=True, doc="initial step size (None: 0.15 with adagrad - 0.3 "
+                      "with adagrad and nonneg - and 0.03 without)"),
         "decay": Param(None, float, lo=0, doc="step of epoch e: eta0 / (1 + decay e)^power (None: 0 with "
                        "adagrad, which decays by itself; 0.05 without)"),
         "power": Param(1.0, float, lo=0, doc="exponent of the step-size decay"),
@@ -408,11 +408,13 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         b = (r.clock + r.soff * r.rank) % nb  # rotate: my item block this clock (shared: nb = 1)
         k = int(np.random.default_rng([r.seed, r.rank, r.epoch, 9]).permutation(p.clocks_per_epoch // nb)[t // nb])
         rows = r.bitems[b]
-        self._read_items(r, keep=True, rows=rows)
-        lo, hi = r.cuts[b][k], r.cuts[b][k + 1]
-        eta0 = p.eta0 if p.eta0 is not None else (0.15 if p.adagrad else 0.03)
+        eta0 = p.eta0 if p.eta0 is not None else ((0.3 if p.nonneg else 0.15) if p.adagrad else 0.03)
         decay = p.decay if p.decay is not None else (0.0 if p.adagrad else 0.05)
         r.eta = eta = K.step_size(eta0, r.epoch, decay, p.power)
+        if rows is not None and not rows.size:  # an empty block (fewer items than blocks): nothing to do
+            return
+        self._read_items(r, keep=True, rows=rows)
+        lo, hi = r.cuts[b][k], r.cuts[b][k + 1]
         if p.adagrad:
             K.sgd_pass_ada(r.ul[lo:hi], r.il[lo:hi], r.vl[lo:hi], r.U, r.V, r.bu, r.bi, r.mu, eta, r.regu, r.regi,
                            r.Gu, r.Gi, p.use_bias, p.nonneg)
