@@ -155,10 +155,10 @@ def oracle(u, i, v, te, Ut, Vt, clean, spectrum):
 # ----------------------------------------------------------------------------- runs
 SETTINGS = {  # planted spectrum, model parameters (no biases: the truth has none), target
     "issue": (np.full(a.rank, 1.0 / a.rank),
-              dict(n_components=a.rank, lam=0.02, eta0=0.05, decay=0.1, init_scale=0.3, max_iter=60,
+              dict(n_components=a.rank, adagrad=False, lam=0.02, eta0=0.05, decay=0.1, init_scale=0.3, max_iter=60,
                    clocks_per_epoch=2, eval_every=2, validation_fraction=0), "oracle"),
     "low": (np.full(a.low_rank, 1.0 / a.low_rank),
-            dict(n_components=a.low_rank, lam=0.01, eta0=0.05, decay=0.1, init_scale=0.3, max_iter=15,
+            dict(n_components=a.low_rank, adagrad=False, lam=0.01, eta0=0.05, decay=0.1, init_scale=0.3, max_iter=15,
                  clocks_per_epoch=2, eval_every=2, validation_fraction=0), "noise"),
 }
 MODEL = {}

@@ -27,6 +27,34 @@ from . import kernels as K
 __all__ = ["MatrixFactorization"]
 
 
+def _plan(P, consistency, staleness, schedule, cpe):
+    """-> (schedule, blocks, clocks_per_epoch) for ``P`` ranks. Rotate: rank ``r`` works on item
+    block ``(c + (s + 1) r) mod B`` at clock ``c`` with ``B = (s + 1) P`` (1 at one rank), so the
+    last other rank to update a block did it ``>= s + 1`` clocks ago: its update is visible."""
+    s = 0 if consistency == "bsp" else int(staleness)
+    nb = (s + 1) * P if P > 1 else 1
+    if schedule == "rotate" and consistency == "asp":
+        raise UsageError("schedule='rotate' needs a staleness bound: consistency bsp, ssp or essp, not asp")
+    if schedule == "rotate" and cpe is not None and cpe % nb:
+        raise UsageError(f"schedule='rotate': clocks_per_epoch={cpe} must be a multiple of the {nb} item blocks "
+                         f"((staleness {s} + 1) x {P} ranks)")
+    if schedule == "shared" or consistency == "asp" or (cpe is not None and cpe % nb):
+        return "shared", 1, cpe or 8
+    return "rotate", nb, cpe or nb
+
+
+def _item_blocks(item_n, nb, P):
+    """Block of each item: ``nb`` ranges of ``item // P`` with about equal rating counts. (Row
+    ``i`` of a narrow table lives on rank ``i % P`` at slot ``i // P`` (bosen.layout), so a block
+    is one run of slots per owner: one RMA Get each, not one per row.)"""
+    if nb == 1:
+        return np.zeros(item_n.size, dtype=np.int64)
+    slot = np.arange(item_n.size) // P
+    cum = np.cumsum(np.bincount(slot, item_n))
+    cut = np.searchsorted(cum, cum[-1] * np.arange(1, nb) / nb)  # first slot of blocks 1..nb-1, minus 1
+    return np.searchsorted(cut, slot, side="left").astype(np.int64)
+
+
 def warmup():
     for dt in (np.float32, np.float64):
         u, i, r = np.array([0, 1], np.int32), np.array([1, 0], np.int32), np.array([1.0, 2.0])
@@ -34,6 +62,7 @@ def warmup():
         reg = np.full((2, 2), 0.01)
         for nn in (False, True):
             K.sgd_pass_rows(u, i, r, U, V, b, b.copy(), 0.0, 0.01, reg, reg, True, nn)
+            K.sgd_pass_ada(u, i, r, U, V, b, b.copy(), 0.0, 0.01, reg, reg, np.ones(2), np.ones(2), True, nn)
         K.sse(u, i, r, U, V, b, b, 0.0, True)
 
 
@@ -160,14 +189,24 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
                              "pulls non-negative factors off the truth)"),
         "use_bias": Param(True, bool, doc="global mean (fixed) + user and item biases"),
         "nonneg": Param(False, bool, doc="non-negative factors (NMF by projection; factors start >= 0)"),
-        "eta0": Param(0.03, float, lo=0, lo_open=True, doc="initial step size"),
-        "decay": Param(0.05, float, lo=0, doc="step of epoch e: eta0 / (1 + decay e)^power"),
+        "adagrad": Param(True, bool, doc="per-row AdaGrad steps (LIBMF's): row step eta / sqrt(1 + summed mean "
+                         "squared gradients of the row's factors)"),
+        "eta0": Param(None, float, lo=0, lo_open=True, doc="initial step size (None: 0.15 with adagrad - 0.3 "
+                      "with adagrad and nonneg - and 0.03 without)"),
+        "decay": Param(None, float, lo=0, doc="step of epoch e: eta0 / (1 + decay e)^power (None: 0 with "
+                       "adagrad, which decays by itself; 0.05 without)"),
         "power": Param(1.0, float, lo=0, doc="exponent of the step-size decay"),
         "max_iter": Param(100, int, lo=1, doc="epochs (at most: early stopping ends sooner)"),
-        "clocks_per_epoch": Param(8, int, lo=1, doc="parameter-server clocks per epoch (workers see each "
-                                  "other's item updates after each clock: fewer drift apart)"),
-        "eval_every": Param(8, int, lo=1, doc="evaluate (and test for early stopping) every N clocks "
-                            "(default: once per epoch of 8 clocks)"),
+        "schedule": Param("auto", str, choices=("auto", "rotate", "shared"),
+                          doc="who updates which items in a clock: rotate = items cut into (s + 1) x ranks "
+                              "blocks, each rank works on its own block per clock, so no two ranks update an "
+                              "item within the staleness bound s (exact, serial-equivalent SGD; bsp/ssp/essp); "
+                              "shared = every rank updates all its items each clock and the deltas are combined "
+                              "by delta_scaling; auto = rotate unless asp or clocks_per_epoch does not fit"),
+        "clocks_per_epoch": Param(None, int, lo=1, doc="parameter-server clocks per epoch (None: the number of "
+                                  "blocks with rotate, 8 with shared; rotate needs a multiple of the blocks)"),
+        "eval_every": Param(None, int, lo=1, doc="evaluate (and test for early stopping) every N clocks "
+                            "(None: once per epoch)"),
         "tol": Param(1e-4, float, lo=0, none_ok=True, doc="early stopping: an epoch improves when the "
                      "validation RMSE falls by more than tol (relative)"),
         "validation_fraction": Param(0.05, float, lo=0, hi=1, hi_open=True,
@@ -190,8 +229,20 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
     warmup = warmup
 
     # -- data ---------------------------------------------------------------------------
+    def progress_total(self) -> int:
+        from ...runtime import get_comm
+
+        P = get_comm(self.comm).size
+        return int(self.max_iter) * _plan(P, self.consistency, self.staleness, self.schedule,
+                                          self.clocks_per_epoch)[2]
+
     def read(self, r, X, y):
         p = r.p
+        r.schedule, r.nb, p.clocks_per_epoch = _plan(r.size, p.consistency, p.staleness, p.schedule,
+                                                     p.clocks_per_epoch)
+        r.soff = (0 if p.consistency == "bsp" else p.staleness) + 1  # block offset between ranks
+        p.eval_every = p.eval_every or p.clocks_per_epoch
+        self.schedule_, self.clocks_per_epoch_ = r.schedule, p.clocks_per_epoch
         if _is_path(X):
             from ...data import read_ratings
 
@@ -235,7 +286,8 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         V0 = p.init_scale * np.random.default_rng([r.seed, 11]).standard_normal((ni, Kc))
         if p.nonneg:
             V0 = np.abs(V0)
-        return [TableSpec("V", ni, max(Kc, 1), dt.name, init=V0 if Kc else 0), TableSpec("c", 1, ni, dt.name)]
+        ada = [TableSpec("g", 1, ni, "float64", init=1.0)] if p.adagrad else []  # items' AdaGrad sums
+        return [TableSpec("V", ni, max(Kc, 1), dt.name, init=V0 if Kc else 0), TableSpec("c", 1, ni, dt.name)] + ada
 
     # -- local state --------------------------------------------------------------------
     def _setup(self, r):
@@ -250,23 +302,26 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         if p.validation_fraction > 0:  # early stopping's held-out ratings (another hash of the cell)
             m = _holdout_mask(u * np.int64(ni) + i.astype(np.int64), p.validation_fraction, r.seed + _VAL_SALT)
             va, u, i, v = ((u[m] - r.lo).astype(np.int32), i[m].astype(np.int32), v[m]), u[~m], i[~m], v[~m]
-        rng = np.random.default_rng([r.seed, r.rank, 3])
-        uperm = rng.permutation(nl)
-        rank_of_user = np.empty(nl, dtype=np.int64)
-        rank_of_user[uperm] = np.arange(nl)
-        order = np.argsort(rank_of_user[u - r.lo] * (u.size + 1) + rng.permutation(u.size), kind="stable")
-        r.ul, r.il, r.vl = (u[order] - r.lo).astype(np.int32), i[order].astype(np.int32), v[order]
-        n_loc = r.ul.size
-        cnt_i = np.bincount(r.il, minlength=ni).astype(np.float64)
-        s = r.allreduce(np.concatenate(([r.vl.sum() + (0.0 if va is None else va[2].sum()), n_loc, 0 if te is None else te[0].size,
-                                         0 if va is None else va[0].size], cnt_i, cnt_i > 0)))
+        n_loc = u.size
+        cnt_i = np.bincount(i, minlength=ni).astype(np.float64)
+        s = r.allreduce(np.concatenate(([v.sum() + (0.0 if va is None else va[2].sum()), n_loc,
+                                         0 if te is None else te[0].size, 0 if va is None else va[0].size],
+                                        cnt_i, cnt_i > 0)))
         r.n_tr, r.n_te, r.n_va = int(s[1]), int(s[2]), int(s[3])
         if r.n_tr == 0:
             raise DataError("no training ratings")
         r.va = va if r.n_va > 0 else None
         r.item_n, r.item_m = s[4:4 + ni], s[4 + ni:]
-        r.scale = p.delta_scaling != "none" and bool((r.item_m > 1).any())
+        r.scale = r.schedule == "shared" and p.delta_scaling != "none" and bool((r.item_m > 1).any())
         r.mode = "clip" if p.delta_scaling == "clip" else "sequential"
+        r.blk = _item_blocks(r.item_n, r.nb, r.size)
+        rng = np.random.default_rng([r.seed, r.rank, 3])
+        uperm = rng.permutation(nl)
+        rank_of_user = np.empty(nl, dtype=np.int64)
+        rank_of_user[uperm] = np.arange(nl)
+        key = (r.blk[i].astype(np.int64) * nl + rank_of_user[u - r.lo]) * (u.size + 1) + rng.permutation(u.size)
+        order = np.argsort(key, kind="stable")
+        r.ul, r.il, r.vl = (u[order] - r.lo).astype(np.int32), i[order].astype(np.int32), v[order]
         r.user_n = np.bincount(r.ul, minlength=nl).astype(np.float64)  # my ratings per local user
         # penalty per visit: lam (per rating) + lam_row / n (per row, spread over the row's n ratings)
         lam_row = p.lam_row if p.lam_row is not None else (0.0 if p.nonneg else 5.0)
@@ -277,16 +332,19 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         r.mu = float(s[0] / (r.n_tr + r.n_va)) if p.use_bias else 0.0  # all training ratings
         if te is not None:
             r.te = ((te[0] - r.lo).astype(np.int32), te[1].astype(np.int32), te[2])
-        cpe = p.clocks_per_epoch
-        starts = np.concatenate(([0], np.flatnonzero(np.diff(r.ul)) + 1, [n_loc])).astype(np.int64)
-        r.cuts = [0] + [int(starts[np.searchsorted(starts, k * n_loc // cpe)]) if n_loc else 0
-                        for k in range(1, cpe)] + [n_loc]
+        # chunks: each block's ratings (users grouped) cut into clocks_per_epoch / blocks pieces at user bounds
+        sub, bstart = p.clocks_per_epoch // r.nb, np.searchsorted(r.blk[r.il], np.arange(r.nb + 1))
+        starts = np.concatenate(([0], np.flatnonzero(np.diff(r.ul) | np.diff(r.blk[r.il])) + 1, [n_loc]))
+        r.cuts = [[int(starts[np.searchsorted(starts, a + k * (b - a) // sub)]) for k in range(sub)] + [int(b)]
+                  for a, b in zip(bstart[:-1], bstart[1:])]
+        r.bitems = [np.flatnonzero(r.blk == b) for b in range(r.nb)] if r.nb > 1 else [None]
         dt = np.dtype(p.dtype)
         r.U = p.init_scale * _init_rows(r.seed, r.lo, r.hi, p.n_components)
         r.U = np.ascontiguousarray(np.abs(r.U) if p.nonneg else r.U, dtype=dt)
         r.bu = np.zeros(nl, dt)
         r.V, r.bi = np.zeros((ni, p.n_components), dt), np.zeros(ni, dt)
         r.dV, r.dbi = np.zeros_like(r.V), np.zeros_like(r.bi)
+        r.Gu, r.Gi, r.dGi = np.ones(nl), np.ones(ni), np.ones(ni)
         r.t_train, r.t_open, r.n_upd, r.eta = 0.0, None, 0, None
         r.best, r.ref, r.ref_clock, r.best_model = np.inf, np.inf, r.ps.clock_value if r.ps else 0, None
 
@@ -294,7 +352,7 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         self._setup(r)
 
     def state(self, r):
-        return {"U": r.U, "bu": r.bu, "user_start": np.int64(r.lo)}
+        return {"U": r.U, "bu": r.bu, "Gu": r.Gu, "user_start": np.int64(r.lo)}
 
     def restore(self, r, st):
         """Collective. Same rank count: my shard's user block; otherwise my block is re-cut
@@ -302,29 +360,40 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         self._setup(r)
         err = None
         if st is not None and st["U"].shape == r.U.shape and int(st.get("user_start", r.lo)) == r.lo:
-            r.U[...], r.bu[...] = st["U"], st["bu"]
+            r.U[...], r.bu[...], r.Gu[...] = st["U"], st["bu"], st.get("Gu", 1.0)
         else:
             try:
-                _read_user_block(r.p.snapshot_dir, r.ps.clock_value, r.lo, r.hi, r.U, r.bu)
+                _read_user_block(r.p.snapshot_dir, r.ps.clock_value, r.lo, r.hi, r.U, r.bu, r.Gu)
             except (DataError, OSError, KeyError) as e:
                 err = str(e)
         if r.allreduce(float(err is not None)) > 0:
             raise DataError(err or "resume: another rank could not restore its user factors")
 
     # -- training -----------------------------------------------------------------------
-    def _read_items(self, r, keep=False):
-        """V and c from the tables into the local copies (``keep``: also remember them in dV, dbi)."""
+    def _read_items(self, r, keep=False, rows=None):
+        """V and c from the tables into the local copies (``rows``: only these rows of V;
+        ``keep``: also remember the values read in dV, dbi)."""
         p = r.p
         if p.n_components:
-            r.V[...] = r.ps.get("V")
-            if p.nonneg:  # summed deltas of several workers can cross 0: project on read
-                np.maximum(r.V, 0, out=r.V)
-            if keep:
-                r.dV[...] = r.V  # the values read: the delta shipped is V - dV
+            if rows is None:
+                r.V[...] = r.ps.get("V")
+                if p.nonneg:  # summed deltas of several workers can cross 0: project on read
+                    np.maximum(r.V, 0, out=r.V)
+                if keep:
+                    r.dV[...] = r.V  # the values read: the delta shipped is V - dV
+            else:
+                Vb = r.ps.get("V", rows)  # a copy
+                if p.nonneg:
+                    np.maximum(Vb, 0, out=Vb)
+                r.V[rows] = Vb
+                r.Vb = Vb
         if p.use_bias:
             r.bi[...] = r.ps.get("c", 0)
             if keep:
                 r.dbi[...] = r.bi
+        if p.adagrad and keep:
+            r.Gi[...] = r.ps.get("g", 0)
+            r.dGi[...] = r.Gi
 
     def _stop_timer(self, r):
         if r.t_open is not None:  # a clock's time ends where the driver hands control back
@@ -334,24 +403,44 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
     def step(self, r):
         self._stop_timer(r)
         r.t_open = time.perf_counter()
-        p, cpe, dt = r.p, r.p.clocks_per_epoch, np.dtype(r.p.dtype)
-        k = int(np.random.default_rng([r.seed, r.rank, r.epoch, 9]).permutation(cpe)[r.clock % cpe])
-        self._read_items(r, keep=True)
-        a, b = r.cuts[k], r.cuts[k + 1]
-        r.eta = eta = K.step_size(p.eta0, r.epoch, p.decay, p.power)
-        K.sgd_pass_rows(r.ul[a:b], r.il[a:b], r.vl[a:b], r.U, r.V, r.bu, r.bi, r.mu, eta, r.regu, r.regi,
-                        p.use_bias, p.nonneg)
-        r.n_upd += b - a
-        if p.n_components:
+        p, dt, nb = r.p, np.dtype(r.p.dtype), r.nb
+        t = r.clock % p.clocks_per_epoch
+        b = (r.clock + r.soff * r.rank) % nb  # rotate: my item block this clock (shared: nb = 1)
+        k = int(np.random.default_rng([r.seed, r.rank, r.epoch, 9]).permutation(p.clocks_per_epoch // nb)[t // nb])
+        rows = r.bitems[b]
+        eta0 = p.eta0 if p.eta0 is not None else ((0.3 if p.nonneg else 0.15) if p.adagrad else 0.03)
+        decay = p.decay if p.decay is not None else (0.0 if p.adagrad else 0.05)
+        r.eta = eta = K.step_size(eta0, r.epoch, decay, p.power)
+        if rows is not None and not rows.size:  # an empty block (fewer items than blocks): nothing to do
+            return
+        self._read_items(r, keep=True, rows=rows)
+        lo, hi = r.cuts[b][k], r.cuts[b][k + 1]
+        if p.adagrad:
+            K.sgd_pass_ada(r.ul[lo:hi], r.il[lo:hi], r.vl[lo:hi], r.U, r.V, r.bu, r.bi, r.mu, eta, r.regu, r.regi,
+                           r.Gu, r.Gi, p.use_bias, p.nonneg)
+            np.subtract(r.Gi, r.dGi, out=r.dGi)
+            r.ps.inc("g", 0, r.dGi if rows is None else r.dGi[rows], cols=rows)
+        else:
+            K.sgd_pass_rows(r.ul[lo:hi], r.il[lo:hi], r.vl[lo:hi], r.U, r.V, r.bu, r.bi, r.mu, eta, r.regu,
+                            r.regi, p.use_bias, p.nonneg)
+        r.n_upd += hi - lo
+        if p.n_components and rows is not None:
+            r.ps.inc("V", rows, r.V[rows] - r.Vb)
+        elif p.n_components:
             np.subtract(r.V, r.dV, out=r.dV)
             if r.scale:
-                _scale_item_deltas(r.dV, r.U, r.user_n, eta, r.regi[:, 0], r.item_n / cpe, r.item_m, r.mode)
+                scale_n = r.item_n / p.clocks_per_epoch
+                _scale_item_deltas(r.dV, r.U, r.user_n, eta, r.regi[:, 0], scale_n, r.item_m, r.mode)
             r.ps.inc("V", None, r.dV)
         if p.use_bias:
             np.subtract(r.bi, r.dbi, out=r.dbi)
             if r.scale:
-                r.dbi *= _delta_scale(eta * (1.0 + r.regi[:, 1]), r.item_n / cpe, r.item_m, r.mode).astype(dt)
-            r.ps.inc("c", 0, r.dbi)
+                r.dbi *= _delta_scale(eta * (1.0 + r.regi[:, 1]), r.item_n / p.clocks_per_epoch, r.item_m,
+                                      r.mode).astype(dt)
+            if rows is not None:
+                r.ps.inc("c", 0, r.dbi[rows], cols=rows)
+            else:
+                r.ps.inc("c", 0, r.dbi)
 
     def flush(self, r):
         self._stop_timer(r)
@@ -478,8 +567,8 @@ class _NotFitted(UsageError, NotFittedError):
     """predict before fit (scikit-learn's NotFittedError too)."""
 
 
-def _read_user_block(snapshot_dir, clk, lo, hi, U, bu):
-    """Rows ``lo:hi`` of the user factors/biases from every shard of snapshot ``clk``."""
+def _read_user_block(snapshot_dir, clk, lo, hi, U, bu, Gu):
+    """Rows ``lo:hi`` of the user factors/biases/AdaGrad sums from every shard of snapshot ``clk``."""
     from ...bosen.snapshot import app_states
 
     got = np.zeros(hi - lo, dtype=bool)
@@ -493,6 +582,7 @@ def _read_user_block(snapshot_dir, clk, lo, hi, U, bu):
         if a < b:
             U[a - lo:b - lo] = app["U"][a - s0:b - s0]
             bu[a - lo:b - lo] = app["bu"][a - s0:b - s0]
+            Gu[a - lo:b - lo] = app["Gu"][a - s0:b - s0] if "Gu" in app else 1.0
             got[a - lo:b - lo] = True
     if not got.all():
         raise DataError(f"{snapshot_dir}: no saved factors for user {lo + int(np.flatnonzero(~got)[0])} at clock {clk}")

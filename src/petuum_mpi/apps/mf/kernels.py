@@ -32,22 +32,29 @@ from numba import njit
 
 
 @njit(cache=True, fastmath=True, nogil=True)
-def _sgd(users, items, ratings, U, V, bu, bi, mu, eta, regu, su, regi, si, use_bias, nonneg, dV, dbi, track):
-    """The one SGD loop behind :func:`sgd_epoch`, :func:`sgd_pass` and :func:`sgd_pass_rows`.
+def _sgd(users, items, ratings, U, V, bu, bi, mu, eta, regu, su, regi, si, use_bias, nonneg, dV, dbi, track,
+         Gu, Gi, ada):
+    """The one SGD loop behind :func:`sgd_epoch`, :func:`sgd_pass`, :func:`sgd_pass_rows` and
+    :func:`sgd_pass_ada`.
 
     ``regu[u * su]`` / ``regi[i * si]`` = (factor, bias) penalty per visit of user ``u`` /
     item ``i`` (``su = 0``: one row for all); the shrink factor ``eta * lam`` is capped at
     1 (never past 0, whatever the penalty). ``track``: add every change of ``V``/``bi`` to
-    ``dV``/``dbi``."""
+    ``dV``/``dbi``. ``ada``: per-row AdaGrad steps ``eta / sqrt(Gu[u])`` / ``eta / sqrt(Gi[i])``,
+    then ``G += |gradient of the factor row|^2 / K`` (LIBMF's rule; the biases take the row's step)."""
     K = U.shape[1]
     n = ratings.shape[0]
-    et = eta
     sse = 0.0
     for t in range(n):
         u = users[t]
         i = items[t]
         pu = u * su
         pi = i * si
+        eu = eta
+        ei = eta
+        if ada:
+            eu = eta / np.sqrt(Gu[u])
+            ei = eta / np.sqrt(Gi[i])
         pred = mu
         if use_bias:
             pred += bu[u] + bi[i]
@@ -57,19 +64,27 @@ def _sgd(users, items, ratings, U, V, bu, bi, mu, eta, regu, su, regi, si, use_b
         e = ratings[t] - (pred + dot)
         sse += e * e
         if use_bias:
-            bu[u] += et * e - min(et * regu[pu, 1], 1.0) * bu[u]
-            nb = bi[i] + et * e - min(et * regi[pi, 1], 1.0) * bi[i]
+            bu[u] += eu * e - min(eu * regu[pu, 1], 1.0) * bu[u]
+            nb = bi[i] + ei * e - min(ei * regi[pi, 1], 1.0) * bi[i]
             if track:
                 dbi[i] += nb - bi[i]
             bi[i] = nb
-        ge = et * e
-        gu = 1.0 - min(et * regu[pu, 0], 1.0)
-        gv = 1.0 - min(et * regi[pi, 0], 1.0)
+        lu = min(eu * regu[pu, 0], 1.0)
+        li = min(ei * regi[pi, 0], 1.0)
+        gu = 1.0 - lu
+        gv = 1.0 - li
+        au = 0.0
+        av = 0.0
         for k in range(K):
             uk = U[u, k]
             vk = V[i, k]
-            nu = gu * uk + ge * vk
-            nv = gv * vk + ge * uk
+            nu = gu * uk + eu * e * vk
+            nv = gv * vk + ei * e * uk
+            if ada:
+                x = e * vk - regu[pu, 0] * uk
+                y = e * uk - regi[pi, 0] * vk
+                au += x * x
+                av += y * y
             if nonneg:
                 nu = nu if nu > 0.0 else 0.0
                 nv = nv if nv > 0.0 else 0.0
@@ -77,6 +92,9 @@ def _sgd(users, items, ratings, U, V, bu, bi, mu, eta, regu, su, regi, si, use_b
             V[i, k] = nv
             if track:
                 dV[i, k] += nv - vk
+        if ada and K > 0:
+            Gu[u] += au / K
+            Gi[i] += av / K
     return sse
 
 
@@ -106,7 +124,8 @@ def sgd_epoch(users, items, ratings, U, V, dV, bu, bi, dbi, mu, eta, lam, lam_bi
         Sum of squared errors seen during the pass (before each update).
     """
     reg = np.array([[lam, lam_bias]])
-    return _sgd(users, items, ratings, U, V, bu, bi, mu, eta, reg, 0, reg, 0, use_bias, nonneg, dV, dbi, True)
+    return _sgd(users, items, ratings, U, V, bu, bi, mu, eta, reg, 0, reg, 0, use_bias, nonneg, dV, dbi, True,
+                _no_acc(), _no_acc(), False)
 
 
 @njit(cache=True, fastmath=True, nogil=True)
@@ -116,7 +135,8 @@ def sgd_pass(users, items, ratings, U, V, bu, bi, mu, eta, lam, lam_bias, use_bi
     memory traffic per update. Same parameters otherwise; returns the summed squared
     errors seen during the pass."""
     reg = np.array([[lam, lam_bias]])
-    return _sgd(users, items, ratings, U, V, bu, bi, mu, eta, reg, 0, reg, 0, use_bias, nonneg, V, bi, False)
+    return _sgd(users, items, ratings, U, V, bu, bi, mu, eta, reg, 0, reg, 0, use_bias, nonneg, V, bi, False,
+                _no_acc(), _no_acc(), False)
 
 
 @njit(cache=True, fastmath=True, nogil=True)
@@ -125,7 +145,23 @@ def sgd_pass_rows(users, items, ratings, U, V, bu, bi, mu, eta, regu, regi, use_
     (n_items, 2) hold the (factor, bias) penalty applied at each visit of that user /
     item (e.g. ``lam + lam_row / n_u``: the visits of one epoch add up to
     ``lam n_u + lam_row``)."""
-    return _sgd(users, items, ratings, U, V, bu, bi, mu, eta, regu, 1, regi, 1, use_bias, nonneg, V, bi, False)
+    return _sgd(users, items, ratings, U, V, bu, bi, mu, eta, regu, 1, regi, 1, use_bias, nonneg, V, bi, False,
+                _no_acc(), _no_acc(), False)
+
+
+@njit(cache=True, fastmath=True, nogil=True)
+def sgd_pass_ada(users, items, ratings, U, V, bu, bi, mu, eta, regu, regi, Gu, Gi, use_bias, nonneg):
+    """:func:`sgd_pass_rows` with LIBMF's per-row AdaGrad steps: user ``u`` steps by
+    ``eta / sqrt(Gu[u])``, item ``i`` by ``eta / sqrt(Gi[i])`` (float64 accumulators, start at 1),
+    and each visit adds the mean squared gradient of the factor row to its accumulator."""
+    return _sgd(users, items, ratings, U, V, bu, bi, mu, eta, regu, 1, regi, 1, use_bias, nonneg, V, bi, False,
+                Gu, Gi, True)
+
+
+@njit(cache=True, inline="always")
+def _no_acc():
+    """A 1-element accumulator for the loops without AdaGrad (never read)."""
+    return np.ones(1)
 
 
 @njit(cache=True, fastmath=True, nogil=True)
