@@ -1,0 +1,555 @@
+"""Scaling models of STRADS (Lasso regimes) and Bösen (LDA K=50/1000, MF-like tables): measure, fit, predict.
+
+    python benchmarks/scaling_model.py                    # measure at 1, 2, 4 ranks (4: MPIR_CVAR_NOLOCAL=1),
+                                                          # fit, check, predict 8-256 ranks, write plots
+    python benchmarks/scaling_model.py --model-only       # refit from the saved JSON (no measuring)
+
+Steps (each writes/reads JSON in ``--out``, default ``benchmarks/results/scaling``):
+
+1. ``strads-P.json`` (``mpiexec -n P python scaling_model.py --strads-measure``): Allreduce time vs message
+   size (min of N) and, per Lasso regime of ``bench_lasso.py --size small`` (``large`` halved: 10,000 x
+   20,000, 800k nnz, 2,000 planted), the fit's wall time (min of
+   ``--repeat``), the engine's telemetry (rounds, updates, push/pull/schedule time) and every Allreduce
+   outside the engine's rounds (count, bytes, time: gap passes, working-set checks, Gram matrices).
+2. ``bosen-P.jsonl``: ``bench_bosen.py --traffic`` and ``--lda`` rows (bytes and time per clock per rank,
+   sparse wire format and dense path).
+3. The model (this file's functions; no measured figure is written in the code): fitted on 1 and 2 ranks,
+   checked against 4 ranks, then refitted with every rank count and evaluated on an InfiniBand network
+   (``--ib-alpha`` latency, ``--ib-bw`` bandwidth). See docs/scaling.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PREDICT_P = (8, 16, 32, 64, 128, 256)
+
+
+# ============================================================== the model (pure arithmetic)
+def allreduce_time(P, nbytes, alpha, beta):
+    """Allreduce of ``nbytes`` over ``P`` ranks: 2 log2(P) latencies + 2 (P-1)/P n per-byte times."""
+    if P <= 1:
+        return 0.0
+    return 2.0 * math.log2(P) * alpha + 2.0 * (P - 1) / P * nbytes * beta
+
+
+def fit_alpha_beta(P, sizes, times):
+    """(alpha, beta) of :func:`allreduce_time` from measured (bytes, seconds) at ``P`` ranks (least squares)."""
+    A = np.column_stack([np.full(len(sizes), 2.0 * math.log2(P)), 2.0 * (P - 1) / P * np.asarray(sizes, float)])
+    (a, b), *_ = np.linalg.lstsq(A, np.asarray(times, float), rcond=None)
+    return max(float(a), 0.0), max(float(b), 0.0)
+
+
+def power_fit(ps, qs, default):
+    """Exponent g of q(P) = q(P0) (P / P0)^g through measured (P, q) (P0 = smallest P); ``default`` with one point."""
+    ps, qs = np.asarray(ps, float), np.asarray(qs, float)
+    ok = qs > 0
+    if ok.sum() < 2:
+        return default
+    return float(np.polyfit(np.log(ps[ok]), np.log(qs[ok]), 1)[0])
+
+
+def strads_inputs(m1, m2, net2, more=()):
+    """Model inputs of one regime from its 1-rank and 2-rank measurements (``more``: further P >= 2 ones,
+    used only for the growth exponents of the counts). ``net2`` = (alpha, beta) measured at 2 ranks."""
+    upd1 = max(m1["updates"], 1)
+    c_u = max(m1["time_rounds"] - m1["time_schedule"], 0.0) / upd1  # s per update with all rows on one rank
+    s_u = m2["time_schedule"] / m2["updates"] if m2["updates"] else m1["time_schedule"] / upd1
+    u2 = m2["updates"] / m2["rounds"] if m2["rounds"] else 0.0
+    h = 0.0
+    if m2["rounds"]:
+        comm = m2["rounds"] * allreduce_time(2, 8 * (2 * u2 + 1), *net2)
+        h = max(0.0, (m2["time_rounds"] - m2["time_schedule"] - c_u * m2["updates"] / 2 - comm) / m2["rounds"])
+    o1 = m1["wall"] - m1["time_rounds"]
+    o2 = m2["wall"] - m2["time_rounds"] - m2["ar_time"]
+    o_div = min(max(2.0 * (o1 - o2), 0.0), max(o1, 0.0))  # o(P) = o_div / P + o_rep through P = 1, 2
+    ms = [m2, *more]
+    ps = [2] + [m["ranks"] for m in more]
+    grow = {k: power_fit(ps, [m[k] for m in ms], d)
+            for k, d in (("updates", 0.0), ("ar_calls", 0.0), ("ar_bytes", 0.0))}
+    grow["round"] = power_fit(ps, [m["updates"] / m["rounds"] if m["rounds"] else 0 for m in ms], 1.0)
+    return dict(wall1=m1["wall"], c_u=c_u, s_u=s_u, h=h, o_div=o_div, o_rep=o1 - o_div, updates2=m2["updates"],
+                round2=u2, ar_calls2=m2["ar_calls"], ar_bytes2=m2["ar_bytes"], grow=grow, round_cap=4096)
+
+
+def strads_counts(inp, P):
+    """(updates, rounds, outside Allreduce calls, bytes) at P >= 2 ranks."""
+    g, f = inp["grow"], P / 2.0
+    upd = inp["updates2"] * f ** g["updates"]
+    u = min(inp["round2"] * f ** g["round"], inp["round_cap"]) if inp["round2"] else 0.0
+    rounds = upd / u if u else 0.0
+    return upd, rounds, inp["ar_calls2"] * f ** g["ar_calls"], inp["ar_bytes2"] * f ** g["ar_bytes"]
+
+
+def strads_time(inp, P, alpha, beta):
+    """Predicted wall time of the fit at P ranks and its parts (compute, rounds' comm, scheduling, rest)."""
+    if P == 1:
+        return inp["wall1"], {}
+    upd, rounds, calls, nbytes = strads_counts(inp, P)
+    u = upd / rounds if rounds else 0.0
+    parts = dict(compute=inp["c_u"] * upd / P + inp["o_div"] / P + inp["o_rep"],
+                 rounds_comm=rounds * (inp["h"] + allreduce_time(P, 8 * (2 * u + 1), alpha, beta)),
+                 schedule=inp["s_u"] * upd,
+                 other_comm=calls * (allreduce_time(P, 0, alpha, beta)) + allreduce_time(P, nbytes, 0, beta))
+    return sum(parts.values()), parts
+
+
+# ---------------------------------------------------------------- Bösen: bytes from the wire format
+def pad8(x):
+    return 8 * np.ceil(np.asarray(x, float) / 8)
+
+
+def unit_bytes(cols, itemsize):
+    """Dense chunk bytes of one unit (row): its int64 id + values."""
+    return 8 + cols * itemsize
+
+
+def delta_bytes(rows, cols, itemsize, density, entries=True):
+    """Chunk bytes of one rank's whole delta (sparse wire format: per unit, sparse when
+    12 + nnz (2 + itemsize) <= unit bytes / 4, else dense) and of the dense path, and the dirty units.
+    ``entries``: a ``density`` of all entries nonzero at random; else a ``density`` of whole rows."""
+    if entries:
+        dirty = rows * (1.0 - (1.0 - density) ** cols)
+        nnz_u = density * rows * cols / max(dirty, 1e-300)
+    else:
+        dirty, nnz_u = density * rows, float(cols)
+    idx = 2 if cols < 65536 else 4
+    sparse_u = 12 + nnz_u * (idx + itemsize)
+    dense_u = unit_bytes(cols, itemsize)
+    per_unit = sparse_u if sparse_u <= dense_u / 4 else dense_u
+    return float(dirty * per_unit), float(dirty * dense_u), float(dirty)
+
+
+def bosen_bytes(P, rows, cols, itemsize, b_all_sparse, b_all_dense, first_fetch_clocks=0):
+    """Bytes per clock per rank at P ranks: (inc sparse, pull sparse, inc dense, pull dense).
+
+    Incs: the (P-1)/P of a rank's delta owned elsewhere, plus a 64-byte header per owner.
+    Sparse pulls read each other owner's delta log since the last fetch, which holds every origin's
+    chunks for that owner's units (~ one rank's whole delta), unless the units are fewer bytes.
+    Dense pulls fetch every remote unit (the whole table is read each clock).
+    ``first_fetch_clocks`` > 0: the first whole-table fetch spread over that many clocks."""
+    if P <= 1:
+        return 0.0, 0.0, 0.0, 0.0
+    table = rows * unit_bytes(cols, itemsize)
+    remote = (P - 1) / P
+    head = 64.0 * (P - 1)
+    first = remote * table / first_fetch_clocks if first_fetch_clocks else 0.0
+    inc_s = remote * b_all_sparse + head
+    inc_d = remote * b_all_dense + head
+    pull_s = (P - 1) * min(b_all_sparse, table / P) + first
+    pull_d = remote * table
+    return inc_s, pull_s, inc_d, pull_d
+
+
+def clock_messages(P):
+    """Latencies per clock per rank: a put and two gets (header, log/units) per other owner, a barrier."""
+    return 0 if P <= 1 else 3 * (P - 1) + 2 * math.ceil(math.log2(P))
+
+
+def clock_time(compute1, P, nbytes, c_byte, alpha, beta):
+    """Time per clock per rank: compute / P + per-byte CPU (pack, apply) + network bytes and latencies."""
+    if P <= 1:
+        return compute1
+    return compute1 / P + nbytes * (c_byte + beta) + clock_messages(P) * alpha
+
+
+def fit_c_byte(t2, compute1, nbytes2, alpha2, beta2):
+    """Per-byte CPU cost from the time per clock at 2 ranks (what the network term does not explain)."""
+    if nbytes2 <= 0:
+        return 0.0
+    return max(0.0, (t2 - compute1 / 2 - clock_messages(2) * alpha2) / nbytes2 - beta2)
+
+
+# ============================================================== measuring (under mpiexec)
+def genotypes(n, p, block=8, seed=2):
+    """bench_lasso.py's genomics design: 0/1/2 counts, blocks of ``block`` correlated columns."""
+    rng = np.random.default_rng(seed)
+    maf = rng.uniform(0.05, 0.5, p)
+    base = rng.random((n, p // block + 1)).repeat(block, axis=1)[:, :p]
+    u = np.where(rng.random((n, p)) < 0.8, base, rng.random((n, p)))
+    G = (u < maf).astype(np.float64) + (np.roll(u, 1, axis=0) < maf)
+    coef = np.zeros(p)
+    idx = rng.choice(p, 50, replace=False)
+    coef[idx] = rng.standard_normal(50)
+    return np.asfortranarray(G), G @ coef + rng.standard_normal(n)
+
+
+def alpha_max(X, y, fit_intercept):
+    yc = y - y.mean() if fit_intercept else y
+    g = np.asarray(X.T @ yc).ravel()
+    if fit_intercept:
+        g = g - np.asarray(X.mean(axis=0)).ravel() * yc.sum()
+    return np.abs(g).max() / len(y)
+
+
+def strads_measure(out, repeat):
+    from mpi4py import MPI
+
+    import petuum_mpi.apps.lasso.estimator as est_mod
+    import petuum_mpi.strads.engine as eng
+    from petuum_mpi.apps.lasso import Lasso, lasso_path
+    from petuum_mpi.data.synth import make_regression
+
+    comm = MPI.COMM_WORLD
+    P = comm.size
+    res = {"ranks": P, "nolocal": os.environ.get("MPIR_CVAR_NOLOCAL") == "1", "regimes": {}}
+    if P > 1:  # Allreduce vs message size, min of N
+        sizes, times = [8, 1024, 65536, 1 << 20, 4 << 20], []
+        for s in sizes:
+            a, b = np.ones(s // 8), np.empty(s // 8)
+            best = np.inf
+            for _ in range(200 if s <= 65536 else 20):
+                comm.Barrier()
+                t0 = time.perf_counter()
+                comm.Allreduce(a, b)
+                best = min(best, time.perf_counter() - t0)
+            times.append(comm.allreduce(best, op=MPI.MAX))
+        res["allreduce"] = {"sizes": sizes, "times": times}
+    # every Allreduce outside the engine's rounds, and every engine's telemetry
+    ar = {"calls": 0, "bytes": 0, "time": 0.0}
+    orig = eng.allreduce_sum
+
+    def counted(x, comm=None, **kw):
+        t0 = time.perf_counter()
+        r = orig(x, comm, **kw)
+        ar["time"] += time.perf_counter() - t0
+        ar["calls"] += 1
+        ar["bytes"] += np.asarray(x).nbytes
+        return r
+
+    eng.allreduce_sum = est_mod.allreduce_sum = counted
+    tels = []
+    init = eng.Telemetry.__init__
+
+    def tel_init(self):
+        init(self)
+        tels.append(self)
+
+    eng.Telemetry.__init__ = tel_init
+
+    def run(name, fit, nnz, shape):
+        fit(1e-2)  # warm-up: compilation
+        best = None
+        for _ in range(repeat):
+            ar.update(calls=0, bytes=0, time=0.0)
+            tels.clear()
+            comm.Barrier()
+            t0 = time.perf_counter()
+            fit(1e-7)
+            comm.Barrier()
+            wall = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+            row = dict(wall=wall, ar_calls=ar["calls"], ar_bytes=ar["bytes"],
+                       ar_time=comm.allreduce(ar["time"], op=MPI.MAX), nnz=int(nnz), shape=list(shape), ranks=P)
+            for k in ("rounds", "updates", "t_schedule", "t_push", "t_pull", "t_comm", "t_run"):
+                row[{"t_run": "time_rounds"}.get(k, k.replace("t_", "time_"))] = float(sum(getattr(t, k)
+                                                                                            for t in tels))
+            row["time_schedule"] = comm.bcast(row["time_schedule"], root=0)  # rank 0 schedules
+            if best is None or wall < best["wall"]:
+                best = row
+        res["regimes"][name] = best
+        if comm.rank == 0:
+            print(f"# {P} ranks {name}: {best['wall']:.3f}s rounds {best['rounds']:.0f} "
+                  f"updates {best['updates']:.0f} allreduces {best['ar_calls']}", flush=True)
+
+    kw = dict(max_iter=100000)
+    Xa, ya, _ = make_regression(5000, 10000, nnz=500_000, group_size=4, corr=0.8, seed=0)
+    run("tall", lambda t: Lasso(alpha=alpha_max(Xa, ya, True) / 20, tol=t, **kw).fit(Xa, ya), Xa.nnz, Xa.shape)
+    run("path", lambda t: lasso_path(Xa, ya, n_alphas=50, eps=1e-2, tol=t, **kw), Xa.nnz, Xa.shape)
+    Xl, yl, _ = make_regression(10000, 20000, nnz=800_000, group_size=4, corr=0.8, n_informative=2000, seed=0)
+    run("large", lambda t: Lasso(alpha=alpha_max(Xl, yl, False) / 20, fit_intercept=False, tol=t, **kw).fit(Xl, yl),
+        Xl.nnz, Xl.shape)
+    del Xl
+    Xb, yb, _ = make_regression(100, 20000, dense=True, group_size=4, corr=0.8, seed=1)
+    run("wide", lambda t: Lasso(alpha=alpha_max(Xb, yb, True) / 20, tol=t, **kw).fit(Xb, yb), Xb.size, Xb.shape)
+    Xg, yg = genotypes(2000, 20000)
+    run("genomics", lambda t: Lasso(alpha=alpha_max(Xg, yg, True) / 10, tol=t, **kw).fit(Xg, yg), Xg.size, Xg.shape)
+    if comm.rank == 0:
+        with open(out, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+def measure(out, ranks, repeat, lda_sweeps):
+    """Run the measuring steps at every rank count (4 and more: MPIR_CVAR_NOLOCAL=1)."""
+    os.makedirs(out, exist_ok=True)
+    py, mpiexec = sys.executable, os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    for P in ranks:
+        env = dict(os.environ)
+        if P > 2:
+            env.update(MPIR_CVAR_NOLOCAL="1", MPIR_CVAR_POLLS_BEFORE_YIELD="1")
+        load = os.getloadavg()[0]
+        print(f"## measuring at {P} ranks (load {load:.1f})", flush=True)
+        cmds = [[__file__, "--strads-measure", "--out", os.path.join(out, f"strads-{P}.json"),
+                 "--repeat", str(repeat)]]
+        jl = os.path.join(out, f"bosen-{P}.jsonl")
+        if os.path.exists(jl):
+            os.remove(jl)
+        cmds += [[os.path.join(HERE, "bench_bosen.py"), "--traffic", "--repeat", "1", "--clocks", "4", "--jsonl", jl],
+                 [os.path.join(HERE, "bench_bosen.py"), "--lda", "--repeat", "1", "--lda-sweeps", str(lda_sweeps),
+                  "--jsonl", jl]]
+        for c in cmds:
+            subprocess.run([mpiexec, "-n", str(P), py, *c], env=env, check=True)
+        with open(os.path.join(out, f"load-{P}.json"), "w") as f:
+            json.dump({"before": load, "after": os.getloadavg()[0]}, f)
+
+
+# ============================================================== fitting, checking, predicting
+def load_strads(out):
+    ms = {}
+    for fn in glob.glob(os.path.join(out, "strads-*.json")):
+        with open(fn) as f:
+            m = json.load(f)
+        ms[m["ranks"]] = m
+    return ms
+
+
+def net_of(m):
+    a = m["allreduce"]
+    return fit_alpha_beta(m["ranks"], a["sizes"], a["times"])
+
+
+def load_bosen(out):
+    """{P: {(name, density): {"inc": (sparse, dense), "pull": ..., "time": ...}}} from the bench rows."""
+    res = {}
+    for fn in glob.glob(os.path.join(out, "bosen-*.jsonl")):
+        with open(fn) as f:
+            for line in f:
+                r = json.loads(line)
+                kind = "inc" if "incs" in r["what"] else "pull" if "pulls" in r["what"] else "time"
+                if r["what"].startswith("LDA app"):
+                    K = int(re.search(r"K=(\d+)", r["data"]).group(1))
+                    words = 1000 * int(re.search(r"(\d+)k words", r["data"]).group(1))
+                    sw, cl = map(int, re.search(r"(\d+) sweeps x (\d+) clocks", r["data"]).groups())
+                    key = ("lda", K)
+                    spec = dict(rows=words, cols=K, itemsize=4, clocks=sw * cl)
+                else:
+                    g = re.match(r"(\d+)x(\d+) (\w+), ([\d.]+)% (entries|rows)", r["data"])
+                    rows, cols, dt, pct, what = g.groups()
+                    key = (r["what"].split(" incs")[0].split(" pulls")[0].split(" time")[0], float(pct) / 100)
+                    spec = dict(rows=int(rows), cols=int(cols), itemsize=np.dtype(dt).itemsize,
+                                entries=what == "entries", density=float(pct) / 100)
+                d = res.setdefault(r["ranks"], {}).setdefault(key, {"spec": spec})
+                d[kind] = (r["value"], r["baseline"])
+    return res
+
+
+def rel_err(pred, meas):
+    return (pred - meas) / meas if meas else float("nan")
+
+
+def strads_report(ms, ib, plots):
+    """Fit on 1-2 ranks, check every further measured P, refit with all, predict on InfiniBand."""
+    lines, preds = [], {}
+    if 1 not in ms or 2 not in ms:
+        return ["(strads: 1- and 2-rank measurements missing)"], preds
+    net2 = net_of(ms[2])
+    lines.append(f"Allreduce fit, 2 ranks (shm): alpha {net2[0] * 1e6:.2f} us, beta {1e-9 / max(net2[1], 1e-30):.2f} GB/s"
+                 + "".join(f"; {P} ranks{' NOLOCAL' if ms[P]['nolocal'] else ''}: alpha {net_of(ms[P])[0] * 1e6:.2f} us, "
+                           f"{1e-9 / max(net_of(ms[P])[1], 1e-30):.2f} GB/s" for P in sorted(ms) if P > 2))
+    lines.append("| regime | P | measured s | predicted s (from 1-2 ranks) | error | updates meas / pred | rounds meas / pred |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for name in ms[1]["regimes"]:
+        m1, m2 = ms[1]["regimes"][name], ms[2]["regimes"][name]
+        inp = strads_inputs(m1, m2, net2)
+        for P in sorted(ms):
+            m = ms[P]["regimes"][name]
+            t = inp["wall1"] if P == 1 else strads_time(inp, P, *net_of(ms[P]))[0]
+            c = (m["updates"], m["rounds"]) if P == 1 else strads_counts(inp, P)[:2]
+            lines.append(f"| {name} | {P}{' NOLOCAL' if ms[P]['nolocal'] else ''} | {m['wall']:.3f} | {t:.3f} | "
+                         f"{rel_err(t, m['wall']):+.0%} | {m['updates']:.0f} / {c[0]:.0f} | "
+                         f"{m['rounds']:.0f} / {c[1]:.0f} |")
+        full = strads_inputs(m1, m2, net2, [ms[P]["regimes"][name] for P in sorted(ms) if P > 2])
+        preds[name] = {P: strads_time(full, P, *ib) for P in PREDICT_P}
+        preds[name]["inputs"] = full
+    lines.append("")
+    lines.append(f"Predicted on InfiniBand (alpha {ib[0] * 1e6:.1f} us, {1e-9 / ib[1]:.0f} GB/s), speedup T(1)/T(P) "
+                 "and the largest part at 256 ranks:")
+    lines.append("| regime | " + " | ".join(f"P={P}" for P in PREDICT_P) + " | at 256: parts (s) |")
+    lines.append("|---|" + "---|" * (len(PREDICT_P) + 1))
+    for name, pr in preds.items():
+        t1 = pr["inputs"]["wall1"]
+        parts = pr[256][1]
+        lines.append(f"| {name} | " + " | ".join(f"{t1 / pr[P][0]:.1f}x" for P in PREDICT_P) + " | "
+                     + ", ".join(f"{k} {v:.3g}" for k, v in parts.items()) + " |")
+    if plots:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for i, (name, pr) in enumerate(preds.items()):
+            col = f"C{i}"
+            t1 = pr["inputs"]["wall1"]
+            Ps = [1, 2, 4] + list(PREDICT_P)
+            ax.plot(Ps, [t1 / (t1 if P == 1 else strads_time(pr["inputs"], P, *ib)[0]) for P in Ps], "-", color=col,
+                    label=f"{name} (model, InfiniBand)")
+            mp = sorted(ms)
+            ax.plot(mp, [t1 / ms[P]["regimes"][name]["wall"] for P in mp], "o", color=col)
+        ax.plot([1, 256], [1, 256], ":", color="grey", label="ideal")
+        ax.set(xscale="log", yscale="log", xlabel="ranks P", ylabel="speedup T(1)/T(P)",
+               title="STRADS Lasso regimes: model (lines) and measured here (dots; 4 = NOLOCAL, 2 cores)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(plots["strads"], dpi=110)
+    return lines, preds
+
+
+def bosen_report(bs, ib, plots):
+    lines = []
+    if 1 not in bs or 2 not in bs:
+        return ["(bosen: 1- and 2-rank measurements missing)"]
+    nets = {}
+    for P in bs:
+        fn = os.path.join(OUT, f"strads-{P}.json")
+        if P > 1 and os.path.exists(fn):
+            with open(fn) as f:
+                nets[P] = net_of(json.load(f))
+    lines.append("| table, delta per clock | P | incs sparse meas / pred | pulls sparse meas / pred | "
+                 "incs dense meas / pred | pulls dense meas / pred | time sparse meas / pred | time dense meas / pred |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    fits, curves = {}, {}
+    for key in bs[2]:
+        spec = bs[2][key]["spec"]
+        R, C, isz = spec["rows"], spec["cols"], spec["itemsize"]
+        if key[0] == "lda":  # one rank's delta from the 2-rank incs (inverse of the inc formula), then ~ 1/P
+            m2 = bs[2][key]
+            b_s2 = 2 * (m2["inc"][0] - 64)
+            b_d2 = 2 * (m2["inc"][1] - 64)
+            ff = spec["clocks"]
+            more = [P for P in bs if P > 2 and key in bs[P]]
+            gs = power_fit([2] + more, [b_s2] + [bs[P][key]["inc"][0] * P / (P - 1) for P in more], -1.0)
+            gd = power_fit([2] + more, [b_d2] + [bs[P][key]["inc"][1] * P / (P - 1) for P in more], -1.0)
+
+            def deltas(P, gs=-1.0, gd=-1.0, b_s2=b_s2, b_d2=b_d2, table=R * unit_bytes(C, isz)):
+                return min(b_s2 * (P / 2) ** gs, table), min(b_d2 * (P / 2) ** gd, table)
+            grow = (gs, gd)
+            compute1 = (bs[1][key]["time"][0], bs[1][key]["time"][1])
+        else:
+            ff = 0
+            b = delta_bytes(R, C, isz, spec["density"], spec["entries"])
+
+            def deltas(P, gs=None, gd=None, b=b):
+                return b[0], b[1]
+            grow = (None, None)
+            compute1 = (0.0, 0.0)  # the traffic rows have no compute: all time is the server's
+        pred = {P: bosen_bytes(P, R, C, isz, *deltas(P), ff) for P in bs}
+        m2 = bs[2][key]
+        a2, b2 = nets.get(2, (0.0, 0.0))
+        cb = (fit_c_byte(m2["time"][0], compute1[0], pred[2][0] + pred[2][1], a2, b2),
+              fit_c_byte(m2["time"][1], compute1[1], pred[2][2] + pred[2][3], a2, b2))
+        label = f"LDA app K={key[1]}" if key[0] == "lda" else f"{key[0]}, {spec['density']:.1%}"
+        for P in sorted(bs):
+            if key not in bs[P]:
+                continue
+            m = bs[P][key]
+            al, be = nets.get(P, (0.0, 0.0))
+            ts = clock_time(compute1[0], P, pred[P][0] + pred[P][1], cb[0], al, be)
+            td = clock_time(compute1[1], P, pred[P][2] + pred[P][3], cb[1], al, be)
+            cells = [f"{v[0]:.3g} / {p:.3g}" for v, p in ((m["inc"][0:1], pred[P][0]), (m["pull"][0:1], pred[P][1]),
+                                                         (m["inc"][1:2], pred[P][2]), (m["pull"][1:2], pred[P][3]))]
+            cells += [f"{m['time'][0]:.3g} / {ts:.3g}", f"{m['time'][1]:.3g} / {td:.3g}"]
+            lines.append(f"| {label} | {P} | " + " | ".join(cells) + " |")
+        fits[label] = dict(compute1=compute1, c_byte=cb, grow=grow)
+        curves[label] = {}
+        for P in (2, 4) + PREDICT_P:
+            bb = bosen_bytes(P, R, C, isz, *deltas(P, *[g if g is not None else -1.0 for g in grow]), 0)
+            curves[label][P] = dict(bytes_sparse=bb[0] + bb[1], bytes_dense=bb[2] + bb[3],
+                                    t_sparse=clock_time(compute1[0], P, bb[0] + bb[1], cb[0], *ib),
+                                    t_dense=clock_time(compute1[1], P, bb[2] + bb[3], cb[1], *ib))
+    lines.append("")
+    lines.append(f"Predicted on InfiniBand (alpha {ib[0] * 1e6:.1f} us, {1e-9 / ib[1]:.0f} GB/s), steady state (no "
+                 "first fetch): bytes per clock per rank (incs + pulls) sparse / dense, and time per clock sparse / dense")
+    lines.append("| table | " + " | ".join(f"P={P}" for P in PREDICT_P) + " |")
+    lines.append("|---|" + "---|" * len(PREDICT_P))
+    for label, cv in curves.items():
+        lines.append(f"| {label} | " + " | ".join(f"{cv[P]['bytes_sparse']:.2g} / {cv[P]['bytes_dense']:.2g} B, "
+                                                 f"{cv[P]['t_sparse'] * 1e3:.3g} / {cv[P]['t_dense'] * 1e3:.3g} ms"
+                                                 for P in PREDICT_P) + " |")
+    lines.append("Fitted per table: " + "; ".join(
+        f"{k}: compute at 1 rank {v['compute1'][0]:.3g} s/clock, CPU per byte sparse {v['c_byte'][0] * 1e9:.3g} ns, "
+        f"dense {v['c_byte'][1] * 1e9:.3g} ns" + (f", delta ~ P^{v['grow'][0]:.2f} (sparse)"
+                                                 if v["grow"][0] is not None else "")
+        for k, v in fits.items()))
+    if plots:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axs = plt.subplots(1, 2, figsize=(11, 4.5))
+        shown = [k for k in curves if k.startswith("LDA app") or "10.0%" in k or "1.0%" in k]
+        for i, label in enumerate(shown):
+            col, cv = f"C{i}", curves[label]
+            Ps = sorted(cv)
+            for j, (mode, ls) in enumerate((("sparse", "-"), ("dense", "--"))):
+                axs[0].plot(Ps, [cv[P][f"bytes_{mode}"] for P in Ps], ls, color=col,
+                            label=f"{label} {mode}")
+                axs[1].plot(Ps, [cv[P][f"t_{mode}"] for P in Ps], ls, color=col)
+            key = next(k for k in bs[2] if (f"LDA app K={k[1]}" if k[0] == "lda" else
+                                            f"{k[0]}, {bs[2][k]['spec']['density']:.1%}") == label)
+            mp = [P for P in sorted(bs) if P > 1 and key in bs[P]]
+            for j, mk in ((0, "o"), (1, "s")):
+                axs[0].plot(mp, [bs[P][key]["inc"][j] + bs[P][key]["pull"][j] for P in mp], mk, color=col, mfc="none"
+                            if j else col)
+                axs[1].plot(mp, [bs[P][key]["time"][j] for P in mp], mk, color=col, mfc="none" if j else col)
+        axs[0].set(xscale="log", yscale="log", xlabel="ranks P", ylabel="bytes per clock per rank (incs + pulls)",
+                   title="model (lines: sparse -, dense --), measured (o sparse, s dense)")
+        axs[1].set(xscale="log", yscale="log", xlabel="ranks P", ylabel="seconds per clock",
+                   title="time per clock (model on InfiniBand; measured here)")
+        axs[0].legend(fontsize=6)
+        fig.tight_layout()
+        fig.savefig(plots["bosen"], dpi=110)
+    return lines
+
+
+OUT = os.path.join(HERE, "results", "scaling")
+
+
+def main():
+    global OUT
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default=OUT)
+    ap.add_argument("--ranks", default="1,2,4")
+    ap.add_argument("--repeat", type=int, default=2, help="timed fits per regime (min is kept)")
+    ap.add_argument("--lda-sweeps", type=int, default=2)
+    ap.add_argument("--model-only", action="store_true")
+    ap.add_argument("--strads-measure", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--ib-alpha", type=float, default=1.5e-6, help="InfiniBand latency (s)")
+    ap.add_argument("--ib-bw", type=float, default=10e9, help="InfiniBand bandwidth (bytes/s)")
+    ap.add_argument("--plots", default=os.path.join(HERE, "..", "docs", "img"))
+    a = ap.parse_args()
+    OUT = a.out
+    if a.strads_measure:
+        strads_measure(a.out, a.repeat)
+        return
+    if not a.model_only:
+        measure(a.out, [int(x) for x in a.ranks.split(",")], a.repeat, a.lda_sweeps)
+    ib = (a.ib_alpha, 1.0 / a.ib_bw)
+    os.makedirs(a.plots, exist_ok=True)
+    plots = {"strads": os.path.join(a.plots, "scaling-strads.png"), "bosen": os.path.join(a.plots, "scaling-bosen.png")}
+    loads = {}
+    for fn in glob.glob(os.path.join(a.out, "load-*.json")):
+        with open(fn) as f:
+            loads[fn.split("-")[-1][:-5]] = json.load(f)
+    print("load average (1 min) before/after each rank count's measurements: "
+          + ", ".join(f"{P} ranks {v['before']:.1f}/{v['after']:.1f}" for P, v in sorted(loads.items())))
+    print("\n## STRADS (Lasso regimes)")
+    lines, _ = strads_report(load_strads(a.out), ib, plots)
+    print("\n".join(lines))
+    print("\n## Bösen (bytes and time per clock per rank)")
+    print("\n".join(bosen_report(load_bosen(a.out), ib, plots)))
+
+
+if __name__ == "__main__":
+    main()
