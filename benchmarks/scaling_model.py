@@ -45,9 +45,11 @@ def allreduce_time(P, nbytes, alpha, beta):
 
 
 def fit_alpha_beta(P, sizes, times):
-    """(alpha, beta) of :func:`allreduce_time` from measured (bytes, seconds) at ``P`` ranks (least squares)."""
+    """(alpha, beta) of :func:`allreduce_time` from measured (bytes, seconds) at ``P`` ranks (least squares
+    of the relative error, so that small messages fix the latency and large ones the bandwidth)."""
+    t = np.asarray(times, float)
     A = np.column_stack([np.full(len(sizes), 2.0 * math.log2(P)), 2.0 * (P - 1) / P * np.asarray(sizes, float)])
-    (a, b), *_ = np.linalg.lstsq(A, np.asarray(times, float), rcond=None)
+    (a, b), *_ = np.linalg.lstsq(A / t[:, None], np.ones(len(t)), rcond=None)
     return max(float(a), 0.0), max(float(b), 0.0)
 
 
@@ -71,15 +73,15 @@ def strads_inputs(m1, m2, net2, more=()):
     if m2["rounds"]:
         comm = m2["rounds"] * allreduce_time(2, 8 * (2 * u2 + 1), *net2)
         h = max(0.0, (m2["time_rounds"] - m2["time_schedule"] - c_u * m2["updates"] / 2 - comm) / m2["rounds"])
-    o1 = m1["wall"] - m1["time_rounds"]
-    o2 = m2["wall"] - m2["time_rounds"] - m2["ar_time"]
-    o_div = min(max(2.0 * (o1 - o2), 0.0), max(o1, 0.0))  # o(P) = o_div / P + o_rep through P = 1, 2
+    o1 = m1["wall"] - m1["time_rounds"]  # outside the rounds: gap passes, Gram matrices (split by rows)
+    o_rep = min(m1["gram_time"], o1)  # and the Gram solver's sweeps (the same on every rank)
+    o_div = o1 - o_rep
     ms = [m2, *more]
     ps = [2] + [m["ranks"] for m in more]
     grow = {k: power_fit(ps, [m[k] for m in ms], d)
             for k, d in (("updates", 0.0), ("ar_calls", 0.0), ("ar_bytes", 0.0))}
     grow["round"] = power_fit(ps, [m["updates"] / m["rounds"] if m["rounds"] else 0 for m in ms], 1.0)
-    return dict(wall1=m1["wall"], c_u=c_u, s_u=s_u, h=h, o_div=o_div, o_rep=o1 - o_div, updates2=m2["updates"],
+    return dict(wall1=m1["wall"], c_u=c_u, s_u=s_u, h=h, o_div=o_div, o_rep=o_rep, updates2=m2["updates"],
                 round2=u2, ar_calls2=m2["ar_calls"], ar_bytes2=m2["ar_bytes"], grow=grow, round_cap=4096)
 
 
@@ -118,26 +120,30 @@ def unit_bytes(cols, itemsize):
 def delta_bytes(rows, cols, itemsize, density, entries=True):
     """Chunk bytes of one rank's whole delta (sparse wire format: per unit, sparse when
     12 + nnz (2 + itemsize) <= unit bytes / 4, else dense) and of the dense path, and the dirty units.
-    ``entries``: a ``density`` of all entries nonzero at random; else a ``density`` of whole rows."""
-    if entries:
-        dirty = rows * (1.0 - (1.0 - density) ** cols)
-        nnz_u = density * rows * cols / max(dirty, 1e-300)
-    else:
-        dirty, nnz_u = density * rows, float(cols)
-    idx = 2 if cols < 65536 else 4
-    sparse_u = 12 + nnz_u * (idx + itemsize)
+    ``entries``: a ``density`` of all entries nonzero at random (a unit's nonzeros are binomial);
+    else a ``density`` of whole rows."""
+    from scipy.stats import binom
+
     dense_u = unit_bytes(cols, itemsize)
-    per_unit = sparse_u if sparse_u <= dense_u / 4 else dense_u
-    return float(dirty * per_unit), float(dirty * dense_u), float(dirty)
+    if not entries:
+        dirty = density * rows
+        return float(dirty * dense_u), float(dirty * dense_u), float(dirty)
+    m = np.arange(1, cols + 1)
+    units = rows * binom.pmf(m, cols, density)  # units with m nonzeros
+    sparse_u = 12 + m * ((2 if cols < 65536 else 4) + itemsize)
+    per_unit = np.where(sparse_u <= dense_u / 4, sparse_u, dense_u)
+    return float(units @ per_unit), float(units.sum() * dense_u), float(units.sum())
 
 
-def bosen_bytes(P, rows, cols, itemsize, b_all_sparse, b_all_dense, first_fetch_clocks=0):
+def bosen_bytes(P, rows, cols, itemsize, b_all_sparse, b_all_dense, first_fetch_clocks=0, fetch_share=1.0,
+                log_clocks=1.0):
     """Bytes per clock per rank at P ranks: (inc sparse, pull sparse, inc dense, pull dense).
 
     Incs: the (P-1)/P of a rank's delta owned elsewhere, plus a 64-byte header per owner.
-    Sparse pulls read each other owner's delta log since the last fetch, which holds every origin's
-    chunks for that owner's units (~ one rank's whole delta), unless the units are fewer bytes.
-    Dense pulls fetch every remote unit (the whole table is read each clock).
+    Dense pulls fetch every remote unit in a ``fetch_share`` of the clocks (1: the whole table is read
+    every clock). Sparse pulls read each other owner's delta log since the last fetch, which holds every
+    origin's chunks for that owner's units (~ one rank's whole delta per clock, times ``log_clocks``
+    clocks of deltas per fetch), unless the units are fewer bytes.
     ``first_fetch_clocks`` > 0: the first whole-table fetch spread over that many clocks."""
     if P <= 1:
         return 0.0, 0.0, 0.0, 0.0
@@ -147,8 +153,8 @@ def bosen_bytes(P, rows, cols, itemsize, b_all_sparse, b_all_dense, first_fetch_
     first = remote * table / first_fetch_clocks if first_fetch_clocks else 0.0
     inc_s = remote * b_all_sparse + head
     inc_d = remote * b_all_dense + head
-    pull_s = (P - 1) * min(b_all_sparse, table / P) + first
-    pull_d = remote * table
+    pull_d = fetch_share * remote * table
+    pull_s = min(log_clocks * (P - 1) * b_all_sparse, pull_d) + first
     return inc_s, pull_s, inc_d, pull_d
 
 
@@ -157,18 +163,19 @@ def clock_messages(P):
     return 0 if P <= 1 else 3 * (P - 1) + 2 * math.ceil(math.log2(P))
 
 
-def clock_time(compute1, P, nbytes, c_byte, alpha, beta):
-    """Time per clock per rank: compute / P + per-byte CPU (pack, apply) + network bytes and latencies."""
+def clock_time(compute1, P, nbytes, c_byte, alpha, beta, fixed=0.0):
+    """Time per clock per rank: compute / P + ``fixed`` local work (the same at every P) + per-byte CPU
+    (pack, apply) + network bytes and latencies."""
     if P <= 1:
-        return compute1
-    return compute1 / P + nbytes * (c_byte + beta) + clock_messages(P) * alpha
+        return compute1 + fixed
+    return compute1 / P + fixed + nbytes * (c_byte + beta) + clock_messages(P) * alpha
 
 
-def fit_c_byte(t2, compute1, nbytes2, alpha2, beta2):
-    """Per-byte CPU cost from the time per clock at 2 ranks (what the network term does not explain)."""
+def fit_c_byte(t2, compute1, nbytes2, alpha2, beta2, fixed=0.0):
+    """Per-byte CPU cost from the time per clock at 2 ranks (what the other terms do not explain)."""
     if nbytes2 <= 0:
         return 0.0
-    return max(0.0, (t2 - compute1 / 2 - clock_messages(2) * alpha2) / nbytes2 - beta2)
+    return max(0.0, (t2 - compute1 / 2 - fixed - clock_messages(2) * alpha2) / nbytes2 - beta2)
 
 
 # ============================================================== measuring (under mpiexec)
@@ -217,18 +224,31 @@ def strads_measure(out, repeat):
             times.append(comm.allreduce(best, op=MPI.MAX))
         res["allreduce"] = {"sizes": sizes, "times": times}
     # every Allreduce outside the engine's rounds, and every engine's telemetry
-    ar = {"calls": 0, "bytes": 0, "time": 0.0}
+    ar = {"calls": 0, "bytes": 0, "time": 0.0, "engine_time": 0.0}
     orig = eng.allreduce_sum
 
-    def counted(x, comm=None, **kw):
+    def counter(key):
+        def counted(x, comm=None, **kw):
+            t0 = time.perf_counter()
+            r = orig(x, comm, **kw)
+            ar[key] += time.perf_counter() - t0
+            ar["calls"] += 1
+            ar["bytes"] += np.asarray(x).nbytes
+            return r
+        return counted
+
+    est_mod.allreduce_sum = counter("time")
+    eng.allreduce_sum = counter("engine_time")  # engine.allreduce: also counted in the engine's time_comm
+    gram = {"time": 0.0}  # the Gram solver's sweeps: replicated on every rank
+    gram_cd = est_mod.K.gram_cd
+
+    def timed_gram_cd(*a):
         t0 = time.perf_counter()
-        r = orig(x, comm, **kw)
-        ar["time"] += time.perf_counter() - t0
-        ar["calls"] += 1
-        ar["bytes"] += np.asarray(x).nbytes
+        r = gram_cd(*a)
+        gram["time"] += time.perf_counter() - t0
         return r
 
-    eng.allreduce_sum = est_mod.allreduce_sum = counted
+    est_mod.K.gram_cd = timed_gram_cd
     tels = []
     init = eng.Telemetry.__init__
 
@@ -242,7 +262,8 @@ def strads_measure(out, repeat):
         fit(1e-2)  # warm-up: compilation
         best = None
         for _ in range(repeat):
-            ar.update(calls=0, bytes=0, time=0.0)
+            ar.update(calls=0, bytes=0, time=0.0, engine_time=0.0)
+            gram["time"] = 0.0
             tels.clear()
             comm.Barrier()
             t0 = time.perf_counter()
@@ -250,11 +271,15 @@ def strads_measure(out, repeat):
             comm.Barrier()
             wall = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
             row = dict(wall=wall, ar_calls=ar["calls"], ar_bytes=ar["bytes"],
-                       ar_time=comm.allreduce(ar["time"], op=MPI.MAX), nnz=int(nnz), shape=list(shape), ranks=P)
+                       ar_time=ar["time"] + ar["engine_time"], gram_time=gram["time"], nnz=int(nnz),
+                       shape=list(shape), ranks=P)
             for k in ("rounds", "updates", "t_schedule", "t_push", "t_pull", "t_comm", "t_run"):
                 row[{"t_run": "time_rounds"}.get(k, k.replace("t_", "time_"))] = float(sum(getattr(t, k)
                                                                                             for t in tels))
             row["time_schedule"] = comm.bcast(row["time_schedule"], root=0)  # rank 0 schedules
+            # compute = wall - time in collectives (the rounds' and the others'), the slowest rank's
+            row["compute"] = comm.allreduce(wall - row["time_comm"] - ar["time"], op=MPI.MAX)
+            row["ar_time"] = comm.allreduce(row["ar_time"], op=MPI.MAX)
             if best is None or wall < best["wall"]:
                 best = row
         res["regimes"][name] = best
@@ -331,7 +356,7 @@ def load_bosen(out):
                     words = 1000 * int(re.search(r"(\d+)k words", r["data"]).group(1))
                     sw, cl = map(int, re.search(r"(\d+) sweeps x (\d+) clocks", r["data"]).groups())
                     key = ("lda", K)
-                    spec = dict(rows=words, cols=K, itemsize=4, clocks=sw * cl)
+                    spec = dict(rows=words, cols=K, itemsize=4, clocks=sw * cl, cps=cl)
                 else:
                     g = re.match(r"(\d+)x(\d+) (\w+), ([\d.]+)% (entries|rows)", r["data"])
                     rows, cols, dt, pct, what = g.groups()
@@ -356,31 +381,43 @@ def strads_report(ms, ib, plots):
     lines.append(f"Allreduce fit, 2 ranks (shm): alpha {net2[0] * 1e6:.2f} us, beta {1e-9 / max(net2[1], 1e-30):.2f} GB/s"
                  + "".join(f"; {P} ranks{' NOLOCAL' if ms[P]['nolocal'] else ''}: alpha {net_of(ms[P])[0] * 1e6:.2f} us, "
                            f"{1e-9 / max(net_of(ms[P])[1], 1e-30):.2f} GB/s" for P in sorted(ms) if P > 2))
-    lines.append("| regime | P | measured s | predicted s (from 1-2 ranks) | error | updates meas / pred | rounds meas / pred |")
-    lines.append("|---|---|---|---|---|---|---|")
+    lines.append("| regime | P | measured s | predicted s (from 1-2 ranks) | error | compute meas / pred (s) | error "
+                 "| updates meas / pred | rounds meas / pred | outside Allreduces meas / pred |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for name in ms[1]["regimes"]:
         m1, m2 = ms[1]["regimes"][name], ms[2]["regimes"][name]
         inp = strads_inputs(m1, m2, net2)
         for P in sorted(ms):
             m = ms[P]["regimes"][name]
-            t = inp["wall1"] if P == 1 else strads_time(inp, P, *net_of(ms[P]))[0]
-            c = (m["updates"], m["rounds"]) if P == 1 else strads_counts(inp, P)[:2]
+            if P == 1:
+                t, parts, c = inp["wall1"], {}, (m["updates"], m["rounds"], m["ar_calls"])
+                comp = m["compute"]
+            else:
+                t, parts = strads_time(inp, P, *net_of(ms[P]))
+                c = strads_counts(inp, P)[:3]
+                comp = parts["compute"] + parts["schedule"]  # time outside any collective
             lines.append(f"| {name} | {P}{' NOLOCAL' if ms[P]['nolocal'] else ''} | {m['wall']:.3f} | {t:.3f} | "
-                         f"{rel_err(t, m['wall']):+.0%} | {m['updates']:.0f} / {c[0]:.0f} | "
-                         f"{m['rounds']:.0f} / {c[1]:.0f} |")
+                         f"{rel_err(t, m['wall']):+.0%} | {m['compute']:.3f} / {comp:.3f} | "
+                         f"{rel_err(comp, m['compute']):+.0%} | {m['updates']:.0f} / {c[0]:.0f} | "
+                         f"{m['rounds']:.0f} / {c[1]:.0f} | {m['ar_calls']} / {c[2]:.0f} |")
         full = strads_inputs(m1, m2, net2, [ms[P]["regimes"][name] for P in sorted(ms) if P > 2])
         preds[name] = {P: strads_time(full, P, *ib) for P in PREDICT_P}
         preds[name]["inputs"] = full
     lines.append("")
     lines.append(f"Predicted on InfiniBand (alpha {ib[0] * 1e6:.1f} us, {1e-9 / ib[1]:.0f} GB/s), speedup T(1)/T(P) "
                  "and the largest part at 256 ranks:")
-    lines.append("| regime | " + " | ".join(f"P={P}" for P in PREDICT_P) + " | at 256: parts (s) |")
-    lines.append("|---|" + "---|" * (len(PREDICT_P) + 1))
+    lines.append("| regime | " + " | ".join(f"P={P}" for P in PREDICT_P) + " | at 256: parts (s) | P=256 with h = 0 |")
+    lines.append("|---|" + "---|" * (len(PREDICT_P) + 2))
     for name, pr in preds.items():
         t1 = pr["inputs"]["wall1"]
         parts = pr[256][1]
+        h0 = strads_time(dict(pr["inputs"], h=0.0), 256, *ib)[0]
         lines.append(f"| {name} | " + " | ".join(f"{t1 / pr[P][0]:.1f}x" for P in PREDICT_P) + " | "
-                     + ", ".join(f"{k} {v:.3g}" for k, v in parts.items()) + " |")
+                     + ", ".join(f"{k} {v:.3g}" for k, v in parts.items()) + f" | {t1 / h0:.1f}x |")
+    lines.append("Inputs per regime: " + "; ".join(
+        f"{n}: c_u {pr['inputs']['c_u'] * 1e6:.3g} us/update, s_u {pr['inputs']['s_u'] * 1e6:.3g} us/update, "
+        f"h {pr['inputs']['h'] * 1e3:.3g} ms/round, o_div {pr['inputs']['o_div']:.3g} s, o_rep {pr['inputs']['o_rep']:.3g} s"
+        for n, pr in preds.items()))
     if plots:
         import matplotlib
 
@@ -422,51 +459,70 @@ def bosen_report(bs, ib, plots):
     for key in bs[2]:
         spec = bs[2][key]["spec"]
         R, C, isz = spec["rows"], spec["cols"], spec["itemsize"]
-        if key[0] == "lda":  # one rank's delta from the 2-rank incs (inverse of the inc formula), then ~ 1/P
-            m2 = bs[2][key]
-            b_s2 = 2 * (m2["inc"][0] - 64)
-            b_d2 = 2 * (m2["inc"][1] - 64)
-            ff = spec["clocks"]
-            more = [P for P in bs if P > 2 and key in bs[P]]
-            gs = power_fit([2] + more, [b_s2] + [bs[P][key]["inc"][0] * P / (P - 1) for P in more], -1.0)
-            gd = power_fit([2] + more, [b_d2] + [bs[P][key]["inc"][1] * P / (P - 1) for P in more], -1.0)
-
-            def deltas(P, gs=-1.0, gd=-1.0, b_s2=b_s2, b_d2=b_d2, table=R * unit_bytes(C, isz)):
-                return min(b_s2 * (P / 2) ** gs, table), min(b_d2 * (P / 2) ** gd, table)
-            grow = (gs, gd)
-            compute1 = (bs[1][key]["time"][0], bs[1][key]["time"][1])
-        else:
-            ff = 0
-            b = delta_bytes(R, C, isz, spec["density"], spec["entries"])
-
-            def deltas(P, gs=None, gd=None, b=b):
-                return b[0], b[1]
-            grow = (None, None)
-            compute1 = (0.0, 0.0)  # the traffic rows have no compute: all time is the server's
-        pred = {P: bosen_bytes(P, R, C, isz, *deltas(P), ff) for P in bs}
+        table = R * unit_bytes(C, isz)
         m2 = bs[2][key]
-        a2, b2 = nets.get(2, (0.0, 0.0))
-        cb = (fit_c_byte(m2["time"][0], compute1[0], pred[2][0] + pred[2][1], a2, b2),
-              fit_c_byte(m2["time"][1], compute1[1], pred[2][2] + pred[2][3], a2, b2))
+        if key[0] == "lda":
+            # The app runs `cps(P)` clocks per sweep, so a rank handles tok(P) = 1 / (P cps(P)) of the tokens
+            # per clock: compute per clock ~ tok(P), one rank's delta ~ tok(P)^g (g = 1 unless P > 2 was measured;
+            # fewer collisions per entry make g < 1). The delta at 2 ranks is the inverse of the inc formula.
+            cps = {P: bs[P][key]["spec"]["cps"] for P in bs if key in bs[P]}
+            kappa = power_fit(sorted(cps), [cps[P] for P in sorted(cps)], 0.0)
+
+            def tok(P, c1=cps[1], kappa=kappa):
+                return 1.0 / (P * c1 * P ** kappa)
+            b2 = (2 * (m2["inc"][0] - 64), 2 * (m2["inc"][1] - 64))
+            more = [P for P in bs if P > 2 and key in bs[P]]
+            grow = tuple(power_fit([tok(2)] + [tok(P) for P in more],
+                                   [b2[j]] + [bs[P][key]["inc"][j] * P / (P - 1) for P in more], 1.0) for j in (0, 1))
+            # how the app reads (2-rank bytes): the share of clocks that fetch (dense path: the whole remote
+            # table per fetch) and how many clocks of deltas a sparse fetch's log spans
+            first2 = table / 2 / bs[2][key]["spec"]["clocks"]
+            reads = (m2["pull"][1] / (table / 2), max(0.0, m2["pull"][0] - first2) / b2[0])
+            c1 = min(bs[1][key]["time"])  # one rank: no communication, both paths do the same work
+
+            def deltas(P, g=(1.0, 1.0), b2=b2, tok=tok, table=table):
+                return tuple(min(b2[j] * (tok(P) / tok(2)) ** g[j], table) for j in (0, 1))
+
+            def comp(P, c1=c1, tok=tok):  # the whole job's compute per clock (clock_time divides by P)
+                return c1 * tok(P) / tok(1) * P
+            fixed = (0.0, 0.0)
+        else:  # each rank incs `density` of the table and reads all of it every clock, at every P
+            b = delta_bytes(R, C, isz, spec["density"], spec["entries"])
+            grow, reads = (1.0, 1.0), (1.0, 1.0)
+
+            def deltas(P, g=None, b=b):
+                return b[0], b[1]
+
+            def comp(P):
+                return 0.0
+            fixed = bs[1][key]["time"]  # the 1-rank time per clock: local work that P does not split
+
+        def nbytes(P, check):
+            ff = bs[P][key]["spec"].get("clocks", 0) if check else 0
+            return bosen_bytes(P, R, C, isz, *deltas(P, (1.0, 1.0) if check else grow), ff, *reads)
+        pred = {P: nbytes(P, True) for P in bs if key in bs[P]}
+        a2, be2 = nets.get(2, (0.0, 0.0))
+        cb = (fit_c_byte(m2["time"][0], comp(2), pred[2][0] + pred[2][1], a2, be2, fixed[0]),
+              fit_c_byte(m2["time"][1], comp(2), pred[2][2] + pred[2][3], a2, be2, fixed[1]))
         label = f"LDA app K={key[1]}" if key[0] == "lda" else f"{key[0]}, {spec['density']:.1%}"
-        for P in sorted(bs):
-            if key not in bs[P]:
-                continue
+        for P in sorted(pred):
             m = bs[P][key]
             al, be = nets.get(P, (0.0, 0.0))
-            ts = clock_time(compute1[0], P, pred[P][0] + pred[P][1], cb[0], al, be)
-            td = clock_time(compute1[1], P, pred[P][2] + pred[P][3], cb[1], al, be)
-            cells = [f"{v[0]:.3g} / {p:.3g}" for v, p in ((m["inc"][0:1], pred[P][0]), (m["pull"][0:1], pred[P][1]),
-                                                         (m["inc"][1:2], pred[P][2]), (m["pull"][1:2], pred[P][3]))]
+            ts = clock_time(comp(P), P, pred[P][0] + pred[P][1], cb[0], al, be, fixed[0])
+            td = clock_time(comp(P), P, pred[P][2] + pred[P][3], cb[1], al, be, fixed[1])
+            cells = [f"{m[k][j]:.3g} / {pred[P][i]:.3g}" for i, (k, j) in enumerate((("inc", 0), ("pull", 0),
+                                                                                    ("inc", 1), ("pull", 1)))]
             cells += [f"{m['time'][0]:.3g} / {ts:.3g}", f"{m['time'][1]:.3g} / {td:.3g}"]
-            lines.append(f"| {label} | {P} | " + " | ".join(cells) + " |")
-        fits[label] = dict(compute1=compute1, c_byte=cb, grow=grow)
+            lines.append(f"| {label} | {P}{' NOLOCAL' if P > 2 else ''} | " + " | ".join(cells) + " |")
+        fits[label] = dict(compute1=comp(1), fixed=fixed, c_byte=cb, grow=grow, reads=reads, lda=key[0] == "lda")
         curves[label] = {}
         for P in (2, 4) + PREDICT_P:
-            bb = bosen_bytes(P, R, C, isz, *deltas(P, *[g if g is not None else -1.0 for g in grow]), 0)
+            bb = nbytes(P, False) if P in bs and key in bs[P] else \
+                bosen_bytes(P, R, C, isz, *deltas(P, grow), 0, *reads)
             curves[label][P] = dict(bytes_sparse=bb[0] + bb[1], bytes_dense=bb[2] + bb[3],
-                                    t_sparse=clock_time(compute1[0], P, bb[0] + bb[1], cb[0], *ib),
-                                    t_dense=clock_time(compute1[1], P, bb[2] + bb[3], cb[1], *ib))
+                                    clocks_per_sweep=1.0 / (P * tok(P)) if key[0] == "lda" else None,
+                                    t_sparse=clock_time(comp(P), P, bb[0] + bb[1], cb[0], *ib, fixed[0]),
+                                    t_dense=clock_time(comp(P), P, bb[2] + bb[3], cb[1], *ib, fixed[1]))
     lines.append("")
     lines.append(f"Predicted on InfiniBand (alpha {ib[0] * 1e6:.1f} us, {1e-9 / ib[1]:.0f} GB/s), steady state (no "
                  "first fetch): bytes per clock per rank (incs + pulls) sparse / dense, and time per clock sparse / dense")
@@ -476,10 +532,15 @@ def bosen_report(bs, ib, plots):
         lines.append(f"| {label} | " + " | ".join(f"{cv[P]['bytes_sparse']:.2g} / {cv[P]['bytes_dense']:.2g} B, "
                                                  f"{cv[P]['t_sparse'] * 1e3:.3g} / {cv[P]['t_dense'] * 1e3:.3g} ms"
                                                  for P in PREDICT_P) + " |")
+        if cv[2]["clocks_per_sweep"]:
+            lines.append(f"| {label}: seconds per sweep sparse / dense (1 rank: {fits[label]['compute1']:.3g}) | "
+                         + " | ".join(f"{cv[P]['t_sparse'] * cv[P]['clocks_per_sweep']:.3g} / "
+                                      f"{cv[P]['t_dense'] * cv[P]['clocks_per_sweep']:.3g}" for P in PREDICT_P) + " |")
     lines.append("Fitted per table: " + "; ".join(
-        f"{k}: compute at 1 rank {v['compute1'][0]:.3g} s/clock, CPU per byte sparse {v['c_byte'][0] * 1e9:.3g} ns, "
-        f"dense {v['c_byte'][1] * 1e9:.3g} ns" + (f", delta ~ P^{v['grow'][0]:.2f} (sparse)"
-                                                 if v["grow"][0] is not None else "")
+        f"{k}: 1 rank {v['compute1'] + v['fixed'][0]:.3g} s/clock, CPU per byte sparse {v['c_byte'][0] * 1e9:.3g} "
+        f"ns, dense {v['c_byte'][1] * 1e9:.3g} ns" + (f", delta ~ tokens per rank and clock^{v['grow'][0]:.2f} "
+                                                      f"(sparse), fetches in {v['reads'][0]:.0%} of the clocks, "
+                                                      f"a log spans {v['reads'][1]:.2f} clocks" if v["lda"] else "")
         for k, v in fits.items()))
     if plots:
         import matplotlib

@@ -36,15 +36,15 @@ def test_power_fit():
 def _measured(net2):
     """A 1-rank and a 2-rank measurement consistent with the model (hand-built)."""
     m1 = dict(wall=10.0, time_rounds=6.0, time_schedule=1.0, updates=1000, rounds=10, ar_calls=20, ar_bytes=8000,
-              ar_time=0.0, ranks=1)
+              ar_time=0.0, gram_time=1.0, ranks=1)
     c_u, s_u, h = 5.0 / 1000, 0.5 / 1000, 1e-3  # c_u from m1; s_u and h are what m2 will show
     upd, rounds = 1200, 60
     comm_round = sm.allreduce_time(2, 8 * (2 * upd / rounds + 1), *net2)
     t_rounds2 = c_u * upd / 2 + s_u * upd + rounds * (h + comm_round)
-    o_div, o_rep = 3.0, 1.0  # m1: wall - rounds = 4 = o_div + o_rep
+    o_div, o_rep = 3.0, 1.0  # m1: wall - rounds = 4 = o_div + o_rep (o_rep: the Gram sweeps)
     ar_time2 = 20 * sm.allreduce_time(2, 0, *net2) + sm.allreduce_time(2, 8000, 0.0, net2[1])
     m2 = dict(wall=t_rounds2 + o_div / 2 + o_rep + ar_time2, time_rounds=t_rounds2, time_schedule=s_u * upd,
-              updates=upd, rounds=rounds, ar_calls=20, ar_bytes=8000, ar_time=ar_time2, ranks=2)
+              updates=upd, rounds=rounds, ar_calls=20, ar_bytes=8000, ar_time=ar_time2, gram_time=1.0, ranks=2)
     return m1, m2, dict(c_u=c_u, s_u=s_u, h=h, o_div=o_div, o_rep=o_rep)
 
 
@@ -101,6 +101,11 @@ def test_delta_bytes_wire_format():
     assert u == pytest.approx(dirty)
     assert s == pytest.approx(12 * dirty + 6 * 20000)
     assert d == pytest.approx(dirty * 4008)
+    # 10 % of 50 int32 columns: a unit with m nonzeros goes sparse (12 + 6 m bytes) only while
+    # 12 + 6 m <= 208 / 4, i.e. m <= 6; the binomial tail goes dense (208 bytes)
+    pmf = [math.comb(50, m) * 0.1 ** m * 0.9 ** (50 - m) for m in range(51)]
+    want = 100 * sum(pmf[m] * (12 + 6 * m if m <= 6 else 208) for m in range(1, 51))
+    assert sm.delta_bytes(100, 50, 4, 0.1)[0] == pytest.approx(want)
     # every entry changed: sparse pairs would exceed a quarter of the unit, so units go dense
     s, d, u = sm.delta_bytes(100, 50, 4, 1.0)
     assert s == d == pytest.approx(100 * 208)
@@ -118,6 +123,9 @@ def test_bosen_bytes_hand_cases_and_limits():
     assert pull_s == pytest.approx(5e4) and pull_d == pytest.approx(table / 2)
     # the first whole-table fetch spread over 8 clocks
     assert sm.bosen_bytes(2, R, C, isz, 5e4, 8e4, 8)[1] == pytest.approx(5e4 + table / 2 / 8)
+    # an app that fetches in half the clocks, its logs spanning 2 clocks of deltas
+    _, pull_s, _, pull_d = sm.bosen_bytes(4, R, C, isz, 5e3, 8e4, 0, 0.5, 2.0)
+    assert pull_d == pytest.approx(0.5 * 0.75 * table) and pull_s == pytest.approx(2.0 * 3 * 5e3)
     # a fixed delta per rank: sparse pulls grow ~ P until they reach the dense path's whole remote table
     pulls = [sm.bosen_bytes(P, R, C, isz, 5e4, 8e4) for P in (2, 4, 8, 16, 64, 256)]
     assert [p[1] for p in pulls] == sorted(p[1] for p in pulls)
@@ -132,6 +140,10 @@ def test_clock_time_and_its_fit_are_inverse():
     assert t2 == pytest.approx(0.2 + 2e6 * 4e-10 + 5 * 5e-6)  # 3 (P-1) + 2 log2 P = 5 latencies
     assert sm.fit_c_byte(t2, 0.4, 2e6, 5e-6, 1e-10) == pytest.approx(3e-10)
     assert sm.fit_c_byte(0.0, 0.4, 2e6, 5e-6, 1e-10) == 0.0  # never negative
+    # fixed local work stays at every P and is not taken for per-byte cost
+    t2f = sm.clock_time(0.0, 2, 2e6, 3e-10, 5e-6, 1e-10, fixed=0.1)
+    assert sm.clock_time(0.0, 1, 0, 3e-10, 5e-6, 1e-10, fixed=0.1) == 0.1
+    assert sm.fit_c_byte(t2f, 0.0, 2e6, 5e-6, 1e-10, fixed=0.1) == pytest.approx(3e-10)
     # compute / P falls, the per-clock messages rise: time per clock has a minimum in P
     ts = [sm.clock_time(0.4, P, 1e5, 1e-10, 1.5e-6, 1e-10) for P in (2, 8, 32, 128, 1024, 8192)]
     assert min(ts) < ts[0] and ts[-1] > min(ts)
