@@ -65,23 +65,25 @@ def power_fit(ps, qs, default):
 def strads_inputs(m1, m2, net2, more=()):
     """Model inputs of one regime from its 1-rank and 2-rank measurements (``more``: further P >= 2 ones,
     used only for the growth exponents of the counts). ``net2`` = (alpha, beta) measured at 2 ranks."""
+    # 1 rank: wall-clock parts scaled by the share of a core the fit got (CPU / wall), i.e. a dedicated core
+    k = min(1.0, m1["cpu"] / m1["wall"]) if m1.get("cpu") else 1.0
     upd1 = max(m1["updates"], 1)
-    c_u = max(m1["time_rounds"] - m1["time_schedule"], 0.0) / upd1  # s per update with all rows on one rank
+    c_u = k * max(m1["time_rounds"] - m1["time_schedule"], 0.0) / upd1  # s per update with all rows on one rank
     s_u = m2["time_schedule"] / m2["updates"] if m2["updates"] else m1["time_schedule"] / upd1
     u2 = m2["updates"] / m2["rounds"] if m2["rounds"] else 0.0
     h = 0.0
     if m2["rounds"]:
         comm = m2["rounds"] * allreduce_time(2, 8 * (2 * u2 + 1), *net2)
         h = max(0.0, (m2["time_rounds"] - m2["time_schedule"] - c_u * m2["updates"] / 2 - comm) / m2["rounds"])
-    o1 = m1["wall"] - m1["time_rounds"]  # outside the rounds: gap passes, Gram matrices (split by rows)
-    o_rep = min(m1["gram_time"], o1)  # and the Gram solver's sweeps (the same on every rank)
+    o1 = k * (m1["wall"] - m1["time_rounds"])  # outside the rounds: gap passes, Gram matrices (split by rows)
+    o_rep = min(k * m1["gram_time"], o1)  # and the Gram solver's sweeps (the same on every rank)
     o_div = o1 - o_rep
     ms = [m2, *more]
     ps = [2] + [m["ranks"] for m in more]
     grow = {k: power_fit(ps, [m[k] for m in ms], d)
             for k, d in (("updates", 0.0), ("ar_calls", 0.0), ("ar_bytes", 0.0))}
     grow["round"] = power_fit(ps, [m["updates"] / m["rounds"] if m["rounds"] else 0 for m in ms], 1.0)
-    return dict(wall1=m1["wall"], c_u=c_u, s_u=s_u, h=h, o_div=o_div, o_rep=o_rep, updates2=m2["updates"],
+    return dict(wall1=k * m1["wall"], cpu_share1=k, c_u=c_u, s_u=s_u, h=h, o_div=o_div, o_rep=o_rep, updates2=m2["updates"],
                 round2=u2, ar_calls2=m2["ar_calls"], ar_bytes2=m2["ar_bytes"], grow=grow, round_cap=4096)
 
 
@@ -224,14 +226,15 @@ def strads_measure(out, repeat):
             times.append(comm.allreduce(best, op=MPI.MAX))
         res["allreduce"] = {"sizes": sizes, "times": times}
     # every Allreduce outside the engine's rounds, and every engine's telemetry
-    ar = {"calls": 0, "bytes": 0, "time": 0.0, "engine_time": 0.0}
+    ar = {"calls": 0, "bytes": 0, "time": 0.0, "engine_time": 0.0, "cpu": 0.0}
     orig = eng.allreduce_sum
 
     def counter(key):
         def counted(x, comm=None, **kw):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             r = orig(x, comm, **kw)
             ar[key] += time.perf_counter() - t0
+            ar["cpu"] += time.process_time() - c0
             ar["calls"] += 1
             ar["bytes"] += np.asarray(x).nbytes
             return r
@@ -262,12 +265,13 @@ def strads_measure(out, repeat):
         fit(1e-2)  # warm-up: compilation
         best = None
         for _ in range(repeat):
-            ar.update(calls=0, bytes=0, time=0.0, engine_time=0.0)
+            ar.update(calls=0, bytes=0, time=0.0, engine_time=0.0, cpu=0.0)
             gram["time"] = 0.0
             tels.clear()
             comm.Barrier()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fit(1e-7)
+            cpu = time.process_time() - c0
             comm.Barrier()
             wall = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
             row = dict(wall=wall, ar_calls=ar["calls"], ar_bytes=ar["bytes"],
@@ -280,6 +284,10 @@ def strads_measure(out, repeat):
             # compute = wall - time in collectives (the rounds' and the others'), the slowest rank's
             row["compute"] = comm.allreduce(wall - row["time_comm"] - ar["time"], op=MPI.MAX)
             row["ar_time"] = comm.allreduce(row["ar_time"], op=MPI.MAX)
+            # CPU seconds of the fit (not inflated by waiting for a core), and outside the Allreduces
+            # (the rounds' Iallreduce waits, which MPICH spends polling, are still inside)
+            row["cpu"] = comm.allreduce(cpu, op=MPI.MAX)
+            row["compute_cpu"] = comm.allreduce(cpu - ar["cpu"], op=MPI.MAX)
             if best is None or wall < best["wall"]:
                 best = row
         res["regimes"][name] = best
@@ -309,7 +317,7 @@ def measure(out, ranks, repeat, lda_sweeps):
     os.makedirs(out, exist_ok=True)
     py, mpiexec = sys.executable, os.path.join(os.path.dirname(sys.executable), "mpiexec")
     for P in ranks:
-        env = dict(os.environ)
+        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
         if P > 2:
             env.update(MPIR_CVAR_NOLOCAL="1", MPIR_CVAR_POLLS_BEFORE_YIELD="1")
         load = os.getloadavg()[0]
@@ -381,7 +389,8 @@ def strads_report(ms, ib, plots):
     lines.append(f"Allreduce fit, 2 ranks (shm): alpha {net2[0] * 1e6:.2f} us, beta {1e-9 / max(net2[1], 1e-30):.2f} GB/s"
                  + "".join(f"; {P} ranks{' NOLOCAL' if ms[P]['nolocal'] else ''}: alpha {net_of(ms[P])[0] * 1e6:.2f} us, "
                            f"{1e-9 / max(net_of(ms[P])[1], 1e-30):.2f} GB/s" for P in sorted(ms) if P > 2))
-    lines.append("| regime | P | measured s | predicted s (from 1-2 ranks) | error | compute meas / pred (s) | error "
+    lines.append("| regime | P | measured s | predicted s (from 1-2 ranks) | error | CPU outside Allreduces meas / "
+                 "predicted compute (s) | error "
                  "| updates meas / pred | rounds meas / pred | outside Allreduces meas / pred |")
     lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for name in ms[1]["regimes"]:
@@ -391,14 +400,14 @@ def strads_report(ms, ib, plots):
             m = ms[P]["regimes"][name]
             if P == 1:
                 t, parts, c = inp["wall1"], {}, (m["updates"], m["rounds"], m["ar_calls"])
-                comp = m["compute"]
+                comp = inp["wall1"]
             else:
                 t, parts = strads_time(inp, P, *net_of(ms[P]))
                 c = strads_counts(inp, P)[:3]
                 comp = parts["compute"] + parts["schedule"]  # time outside any collective
             lines.append(f"| {name} | {P}{' NOLOCAL' if ms[P]['nolocal'] else ''} | {m['wall']:.3f} | {t:.3f} | "
-                         f"{rel_err(t, m['wall']):+.0%} | {m['compute']:.3f} / {comp:.3f} | "
-                         f"{rel_err(comp, m['compute']):+.0%} | {m['updates']:.0f} / {c[0]:.0f} | "
+                         f"{rel_err(t, m['wall']):+.0%} | {m['compute_cpu']:.3f} / {comp:.3f} | "
+                         f"{rel_err(comp, m['compute_cpu']):+.0%} | {m['updates']:.0f} / {c[0]:.0f} | "
                          f"{m['rounds']:.0f} / {c[1]:.0f} | {m['ar_calls']} / {c[2]:.0f} |")
         full = strads_inputs(m1, m2, net2, [ms[P]["regimes"][name] for P in sorted(ms) if P > 2])
         preds[name] = {P: strads_time(full, P, *ib) for P in PREDICT_P}
@@ -549,25 +558,29 @@ def bosen_report(bs, ib, plots):
         import matplotlib.pyplot as plt
 
         fig, axs = plt.subplots(1, 2, figsize=(11, 4.5))
-        shown = [k for k in curves if k.startswith("LDA app") or "10.0%" in k or "1.0%" in k]
+        keys = {(f"LDA app K={k[1]}" if k[0] == "lda" else f"{k[0]}, {bs[2][k]['spec']['density']:.1%}"): k
+                for k in bs[2]}
+        shown = [k for k in curves if k.startswith("LDA app") or k.endswith("K=1000, 1.0%") or
+                 (k.startswith("MF") and k.endswith(", 1.0%"))]
         for i, label in enumerate(shown):
-            col, cv = f"C{i}", curves[label]
+            col, cv, key = f"C{i}", curves[label], keys[label]
             Ps = sorted(cv)
-            for j, (mode, ls) in enumerate((("sparse", "-"), ("dense", "--"))):
-                axs[0].plot(Ps, [cv[P][f"bytes_{mode}"] for P in Ps], ls, color=col,
-                            label=f"{label} {mode}")
-                axs[1].plot(Ps, [cv[P][f"t_{mode}"] for P in Ps], ls, color=col)
-            key = next(k for k in bs[2] if (f"LDA app K={k[1]}" if k[0] == "lda" else
-                                            f"{k[0]}, {bs[2][k]['spec']['density']:.1%}") == label)
             mp = [P for P in sorted(bs) if P > 1 and key in bs[P]]
-            for j, mk in ((0, "o"), (1, "s")):
-                axs[0].plot(mp, [bs[P][key]["inc"][j] + bs[P][key]["pull"][j] for P in mp], mk, color=col, mfc="none"
-                            if j else col)
-                axs[1].plot(mp, [bs[P][key]["time"][j] for P in mp], mk, color=col, mfc="none" if j else col)
+            for j, (mode, ls, mk) in enumerate((("sparse", "-", "o"), ("dense", "--", "s"))):
+                axs[0].plot(Ps, [cv[P][f"bytes_{mode}"] for P in Ps], ls, color=col, label=f"{label} {mode}")
+                axs[0].plot(mp, [bs[P][key]["inc"][j] + bs[P][key]["pull"][j] for P in mp], mk, color=col,
+                            mfc="none" if j else col)
+                if label.startswith("LDA app"):  # seconds per sweep: clocks per sweep x time per clock
+                    axs[1].plot([1] + Ps, [fits[label]["compute1"]] + [cv[P][f"t_{mode}"] * cv[P]["clocks_per_sweep"]
+                                                                      for P in Ps], ls, color=col,
+                                label=f"{label} {mode}")
+                    axs[1].plot([1] + mp, [min(bs[1][key]["time"])] + [bs[P][key]["time"][j] * bs[P][key]["spec"]["cps"]
+                                                                      for P in mp], mk, color=col, mfc="none" if j else col)
         axs[0].set(xscale="log", yscale="log", xlabel="ranks P", ylabel="bytes per clock per rank (incs + pulls)",
-                   title="model (lines: sparse -, dense --), measured (o sparse, s dense)")
-        axs[1].set(xscale="log", yscale="log", xlabel="ranks P", ylabel="seconds per clock",
-                   title="time per clock (model on InfiniBand; measured here)")
+                   title="bytes: model (lines: sparse -, dense --), measured (o, s)")
+        axs[1].set(xscale="log", yscale="log", xlabel="ranks P", ylabel="seconds per sweep",
+                   title="LDA app: model on InfiniBand (lines), measured here (o, s)")
+        axs[1].legend(fontsize=7)
         axs[0].legend(fontsize=6)
         fig.tight_layout()
         fig.savefig(plots["bosen"], dpi=110)

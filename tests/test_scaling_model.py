@@ -148,3 +148,13 @@ def test_clock_time_and_its_fit_are_inverse():
     ts = [sm.clock_time(0.4, P, 1e5, 1e-10, 1.5e-6, 1e-10) for P in (2, 8, 32, 128, 1024, 8192)]
     assert min(ts) < ts[0] and ts[-1] > min(ts)
     assert math.isfinite(sum(ts)) and np.all(np.asarray(ts) > 0)
+
+
+def test_strads_one_rank_inputs_scale_by_the_cpu_share():
+    net2 = (2e-6, 1e-9)
+    m1, m2, truth = _measured(net2)
+    half = sm.strads_inputs(dict(m1, cpu=0.5 * m1["wall"]), m2, net2)  # the fit got half a core
+    assert half["wall1"] == pytest.approx(5.0) and half["cpu_share1"] == pytest.approx(0.5)
+    for k in ("c_u", "o_div", "o_rep"):
+        assert half[k] == pytest.approx(0.5 * truth[k]), k
+    assert sm.strads_inputs(dict(m1, cpu=2 * m1["wall"]), m2, net2)["c_u"] == pytest.approx(truth["c_u"])  # <= 1
