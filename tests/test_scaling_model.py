@@ -36,15 +36,16 @@ def test_power_fit():
 def _measured(net2):
     """A 1-rank and a 2-rank measurement consistent with the model (hand-built)."""
     m1 = dict(wall=10.0, time_rounds=6.0, time_schedule=1.0, updates=1000, rounds=10, ar_calls=20, ar_bytes=8000,
-              ar_time=0.0, gram_time=1.0, ranks=1)
+              ar_time=0.0, gram_time=0.5, ranks=1)
     c_u, s_u, h = 5.0 / 1000, 0.5 / 1000, 1e-3  # c_u from m1; s_u and h are what m2 will show
     upd, rounds = 1200, 60
     comm_round = sm.allreduce_time(2, 8 * (2 * upd / rounds + 1), *net2)
     t_rounds2 = c_u * upd / 2 + s_u * upd + rounds * (h + comm_round)
-    o_div, o_rep = 3.0, 1.0  # m1: wall - rounds = 4 = o_div + o_rep (o_rep: the Gram sweeps)
+    o_div, o_rep = 3.0, 1.0  # m1: wall - rounds = 4 = o_div + o_rep (the Gram sweeps, 0.5 s, are part of o_rep)
     ar_time2 = 20 * sm.allreduce_time(2, 0, *net2) + sm.allreduce_time(2, 8000, 0.0, net2[1])
     m2 = dict(wall=t_rounds2 + o_div / 2 + o_rep + ar_time2, time_rounds=t_rounds2, time_schedule=s_u * upd,
-              updates=upd, rounds=rounds, ar_calls=20, ar_bytes=8000, ar_time=ar_time2, gram_time=1.0, ranks=2)
+              updates=upd, rounds=rounds, ar_calls=20, ar_bytes=8000, ar_time=ar_time2, gram_time=0.5, ranks=2,
+              compute_cpu=c_u * upd / 2 + s_u * upd + o_div / 2 + o_rep)  # CPU outside the collectives
     return m1, m2, dict(c_u=c_u, s_u=s_u, h=h, o_div=o_div, o_rep=o_rep)
 
 
@@ -155,6 +156,11 @@ def test_strads_one_rank_inputs_scale_by_the_cpu_share():
     m1, m2, truth = _measured(net2)
     half = sm.strads_inputs(dict(m1, cpu=0.5 * m1["wall"]), m2, net2)  # the fit got half a core
     assert half["wall1"] == pytest.approx(5.0) and half["cpu_share1"] == pytest.approx(0.5)
-    for k in ("c_u", "o_div", "o_rep"):
-        assert half[k] == pytest.approx(0.5 * truth[k]), k
+    assert half["c_u"] == pytest.approx(0.5 * truth["c_u"])
+    assert half["o_div"] + half["o_rep"] == pytest.approx(0.5 * (truth["o_div"] + truth["o_rep"]))
     assert sm.strads_inputs(dict(m1, cpu=2 * m1["wall"]), m2, net2)["c_u"] == pytest.approx(truth["c_u"])  # <= 1
+    # the replicated part is never below the timed Gram sweeps, nor above all the work outside the rounds
+    low = sm.strads_inputs(m1, dict(m2, compute_cpu=0.0), net2)
+    assert low["o_rep"] == pytest.approx(0.5) and low["o_div"] == pytest.approx(3.5)
+    high = sm.strads_inputs(m1, dict(m2, compute_cpu=100.0), net2)
+    assert high["o_rep"] == pytest.approx(4.0) and high["o_div"] == 0.0
