@@ -87,7 +87,8 @@ def strads_inputs(m1, m2, net2, more=()):
     grow = {k: power_fit(ps, [m[k] for m in ms], d)
             for k, d in (("updates", 0.0), ("ar_calls", 0.0), ("ar_bytes", 0.0))}
     grow["round"] = power_fit(ps, [m["updates"] / m["rounds"] if m["rounds"] else 0 for m in ms], 1.0)
-    return dict(wall1=k * m1["wall"], cpu_share1=k, c_u=c_u, s_u=s_u, h=h, o_div=o_div, o_rep=o_rep, updates2=m2["updates"],
+    return dict(wall1=k * m1["wall"], cpu_share1=k, c_u=c_u, s_u=s_u, h=h, o_div=o_div, o_rep=o_rep,
+                updates2=m2["updates"],
                 round2=u2, ar_calls2=m2["ar_calls"], ar_bytes2=m2["ar_bytes"], grow=grow, round_cap=4096)
 
 
@@ -390,9 +391,13 @@ def strads_report(ms, ib, plots):
     if 1 not in ms or 2 not in ms:
         return ["(strads: 1- and 2-rank measurements missing)"], preds
     net2 = net_of(ms[2])
-    lines.append(f"Allreduce fit, 2 ranks (shm): alpha {net2[0] * 1e6:.2f} us, beta {1e-9 / max(net2[1], 1e-30):.2f} GB/s"
-                 + "".join(f"; {P} ranks{' NOLOCAL' if ms[P]['nolocal'] else ''}: alpha {net_of(ms[P])[0] * 1e6:.2f} us, "
-                           f"{1e-9 / max(net_of(ms[P])[1], 1e-30):.2f} GB/s" for P in sorted(ms) if P > 2))
+    def net_str(P):
+        a, b = net_of(ms[P])
+        return f"alpha {a * 1e6:.2f} us, {1e-9 / max(b, 1e-30):.2f} GB/s"
+
+    lines.append("Allreduce fit, 2 ranks (shm): " + net_str(2)
+                 + "".join(f"; {P} ranks{' NOLOCAL' if ms[P]['nolocal'] else ''}: {net_str(P)}"
+                           for P in sorted(ms) if P > 2))
     lines.append("| regime | P | measured s | predicted s (from 1-2 ranks) | error | CPU outside Allreduces meas / "
                  "predicted compute (s) | error "
                  "| updates meas / pred | rounds meas / pred | outside Allreduces meas / pred |")
@@ -429,7 +434,8 @@ def strads_report(ms, ib, plots):
                      + ", ".join(f"{k} {v:.3g}" for k, v in parts.items()) + f" | {t1 / h0:.1f}x |")
     lines.append("Inputs per regime: " + "; ".join(
         f"{n}: c_u {pr['inputs']['c_u'] * 1e6:.3g} us/update, s_u {pr['inputs']['s_u'] * 1e6:.3g} us/update, "
-        f"h {pr['inputs']['h'] * 1e3:.3g} ms/round, o_div {pr['inputs']['o_div']:.3g} s, o_rep {pr['inputs']['o_rep']:.3g} s"
+        f"h {pr['inputs']['h'] * 1e3:.3g} ms/round, o_div {pr['inputs']['o_div']:.3g} s, "
+        f"o_rep {pr['inputs']['o_rep']:.3g} s"
         for n, pr in preds.items()))
     if plots:
         import matplotlib
@@ -471,7 +477,8 @@ def bosen_report(bs, ib, plots):
             with open(fn) as f:
                 nets[P] = net_of(json.load(f))
     lines.append("| table, delta per clock | P | incs sparse meas / pred | pulls sparse meas / pred | "
-                 "incs dense meas / pred | pulls dense meas / pred | time sparse meas / pred | time dense meas / pred |")
+                 "incs dense meas / pred | pulls dense meas / pred | time sparse meas / pred | "
+                 "time dense meas / pred |")
     lines.append("|---|---|---|---|---|---|---|---|")
     fits, curves = {}, {}
     for key in bs[2]:
@@ -543,7 +550,8 @@ def bosen_report(bs, ib, plots):
                                     t_dense=clock_time(comp(P), P, bb[2] + bb[3], cb[1], *ib, fixed[1]))
     lines.append("")
     lines.append(f"Predicted on InfiniBand (alpha {ib[0] * 1e6:.1f} us, {1e-9 / ib[1]:.0f} GB/s), steady state (no "
-                 "first fetch): bytes per clock per rank (incs + pulls) sparse / dense, and time per clock sparse / dense")
+                 "first fetch): bytes per clock per rank (incs + pulls) sparse / dense, and time per clock "
+                 "sparse / dense")
     lines.append("| table | " + " | ".join(f"P={P}" for P in PREDICT_P) + " |")
     lines.append("|---|" + "---|" * len(PREDICT_P))
     for label, cv in curves.items():
@@ -583,8 +591,9 @@ def bosen_report(bs, ib, plots):
                     axs[1].plot([1] + Ps, [fits[label]["compute1"]] + [cv[P][f"t_{mode}"] * cv[P]["clocks_per_sweep"]
                                                                       for P in Ps], ls, color=col,
                                 label=f"{label} {mode}")
-                    axs[1].plot([1] + mp, [min(bs[1][key]["time"])] + [bs[P][key]["time"][j] * bs[P][key]["spec"]["cps"]
-                                                                      for P in mp], mk, color=col, mfc="none" if j else col)
+                    meas = [min(bs[1][key]["time"])] + [bs[P][key]["time"][j] * bs[P][key]["spec"]["cps"]
+                                                         for P in mp]
+                    axs[1].plot([1] + mp, meas, mk, color=col, mfc="none" if j else col)
         axs[0].set(xscale="log", yscale="log", xlabel="ranks P", ylabel="bytes per clock per rank (incs + pulls)",
                    title="bytes: model (lines: sparse -, dense --), measured (o, s)")
         axs[1].set(xscale="log", yscale="log", xlabel="ranks P", ylabel="seconds per sweep",
