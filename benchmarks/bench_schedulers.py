@@ -36,6 +36,7 @@ parser.add_argument("--target", type=float, default=1e-5, help="relative subopti
 parser.add_argument("--schedulers", default="cyclic,random,priority,sap", help="comma-separated, random first")
 parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                   "strads_schedulers.png"))
+parser.add_argument("--rho", type=float, default=None, help="sap threshold in --fits (default: the estimator's)")
 parser.add_argument("--fits", default=None,
                     help="instead of the curves: whole default Lasso fits per scheduler on bench_lasso's data shapes "
                          "(comma separated: tall,large,wide,genomics), interleaved, medians of --repeat")
@@ -70,6 +71,7 @@ def fits(regimes, schedulers, reps):
     """Default Lasso fits (tol 1e-7, as bench_lasso) that differ only in the scheduler."""
     import time
 
+    kw = {} if a.rho is None else {"rho": a.rho}
     for reg in regimes:
         b = True
         if reg == "tall":
@@ -88,13 +90,13 @@ def fits(regimes, schedulers, reps):
         else:
             raise SystemExit(f"--fits: unknown regime {reg!r} (tall, large, wide, genomics)")
         for name in schedulers:  # warm
-            Lasso(alpha=alpha, tol=1e-2, fit_intercept=b, scheduler=name).fit(X, y)
+            Lasso(alpha=alpha, tol=1e-2, fit_intercept=b, scheduler=name, **kw).fit(X, y)
         res = {name: [] for name in schedulers}
         for _ in range(reps):  # interleaved
             for name in schedulers:
                 comm.Barrier()
                 t0 = time.perf_counter()
-                m = Lasso(alpha=alpha, tol=1e-7, fit_intercept=b, scheduler=name).fit(X, y)
+                m = Lasso(alpha=alpha, tol=1e-7, fit_intercept=b, scheduler=name, **kw).fit(X, y)
                 comm.Barrier()
                 res[name].append((time.perf_counter() - t0, m))
         for name in schedulers:
