@@ -460,3 +460,22 @@ def test_engine_sap_rounds_never_hold_dependent_columns(comm, sparse, depth):
             assert C[np.ix_(v, old)].max(initial=0.0) < rho + 1e-5
     if comm.rank == 0:
         assert eng.stats()["rejected"] > 0
+
+
+def test_sap_view_of_x_is_built_only_for_parallel_rounds(monkeypatch):
+    """A fit that never runs parallel rounds (Gram solver, or one rank's fused exact
+    rounds) does not gather sap's view of X (it cost genomics-like fits seconds)."""
+    import petuum_mpi.strads.sample as sample_mod
+    from petuum_mpi.apps.lasso import Lasso
+    from petuum_mpi.data.synth import make_regression
+
+    calls = []
+    real = sample_mod.gather_row_sample
+    monkeypatch.setattr(sample_mod, "gather_row_sample", lambda *a, **k: calls.append(1) or real(*a, **k))
+    X, y, _ = make_regression(300, 200, nnz=6000, group_size=4, corr=0.8, seed=2)
+    for kw in ({}, {"precompute": False}):  # Gram path; one rank's fused rounds
+        m = Lasso(alpha=0.01, scheduler="sap", **kw).fit(X, y)
+        assert not m.telemetry_["rounds"] or m.telemetry_["exact"]
+    assert calls == []
+    Lasso(alpha=0.01, scheduler="sap", precompute=False, serial_fusion=False, max_iter=3).fit(X, y)
+    assert calls == [1]  # parallel rounds: built once, on the first round

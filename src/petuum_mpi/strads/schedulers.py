@@ -482,13 +482,17 @@ class SAPScheduler(PriorityScheduler):
                  rho=0.1, sample=None):
         super().__init__(n_vars, round_size, depth, seed, costs, eta, warmup_sweeps)
         self.rho = float(rho)
-        self.sample = sample
         self._carry = np.empty(0, dtype=np.int64)
+        self.set_sample(sample)
+        self.exact = False  # set by the engine when rounds run sequentially (no filter needed)
+
+    def set_sample(self, sample) -> None:
+        """The view of X the filter uses (rank 0; ``None`` elsewhere: no filter)."""
+        self.sample = sample
         # sampling noise of a correlation estimate from s rows is ~ 1/sqrt(s): a
         # threshold below 3/sqrt(s) would mistake noise for dependence
         if sample is not None:
             self.rho = max(self.rho, 3.0 / np.sqrt(max(sample.n_rows, 1)))
-        self.exact = False  # set by the engine when rounds run sequentially (no filter needed)
 
     def schedule(self, max_size=None):
         u = self.round_size if max_size is None else min(self.round_size, int(max_size))
