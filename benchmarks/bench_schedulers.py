@@ -166,13 +166,14 @@ for name in names:
     hit = np.nonzero(sub <= a.target)[0]
     curves[name] = dict(updates=upd, time=t, sub=sub, hit=int(hit[0]) if len(hit) else None,
                         rounds=m.telemetry_["rounds"], rejected=m.telemetry_["rejected"],
-                        final_u=m.telemetry_["final_round_size"], undone=m.telemetry_["rejected_sweeps"])
+                        final_u=m.telemetry_["final_round_size"], undone=m.telemetry_["rejected_sweeps"],
+                        root_wait=m.telemetry_.get("root_wait_fraction", 0.0))
     if comm.rank == 0:
         c = curves[name]
         reach = (f"reaches {a.target:g} after {upd[c['hit']]:.0f} updates, {t[c['hit']]:.2f} s"
                  if c["hit"] is not None else f"does not reach {a.target:g} in {a.sweeps} sweeps")
         print(f"# {name}: {reach}; final rel {sub[-1]:.1e}, rounds {c['rounds']}, rejected {c['rejected']}, "
-              f"final round size {c['final_u']}, undone sweeps {c['undone']}", flush=True)
+              f"final round size {c['final_u']}, undone sweeps {c['undone']}, root_wait {c['root_wait']:.3f}", flush=True)
 
 
 def at_target(name, key):
