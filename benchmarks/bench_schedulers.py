@@ -8,7 +8,9 @@ of ``round_size`` simultaneous updates. The data has groups of 4 columns with
 correlation ``--corr``; ``sap`` keeps such columns out of the same round.
 Rows: updates (and seconds) each scheduler needs to bring the objective within
 ``--target`` (relative) of the optimum, ``random`` (Shotgun) as the baseline.
-Writes ``benchmarks/results/strads_schedulers.png`` (rank 0).
+Writes ``docs/img/strads_schedulers.png`` (rank 0; the figure in docs/strads.md).
+``--fits tall,large,wide,genomics`` instead times whole default Lasso fits per
+scheduler on bench_lasso's data shapes (the "which scheduler where" table).
 """
 
 import argparse
@@ -33,9 +35,10 @@ parser.add_argument("--round-size", type=int, default=64)
 parser.add_argument("--alpha-frac", type=float, default=0.05, help="alpha / alpha_max")
 parser.add_argument("--sweeps", type=int, default=300, help="most sweeps per scheduler")
 parser.add_argument("--target", type=float, default=1e-5, help="relative suboptimality to reach")
-parser.add_argument("--schedulers", default="cyclic,random,priority,sap", help="comma-separated, random first")
-parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                                  "strads_schedulers.png"))
+parser.add_argument("--schedulers", default="cyclic,random,priority,sap",
+                    help="comma-separated (random is the curves' baseline)")
+parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
+                                                  "img", "strads_schedulers.png"))
 parser.add_argument("--rho", type=float, default=None, help="sap threshold in --fits (default: the estimator's)")
 parser.add_argument("--fits", default=None,
                     help="instead of the curves: whole default Lasso fits per scheduler on bench_lasso's data shapes "
@@ -103,7 +106,8 @@ def fits(regimes, schedulers, reps):
             t = float(np.median([r[0] for r in res[name]]))
             tel = res[name][-1][1].telemetry_
             if comm.rank == 0:
-                print(f"# {reg} {X.shape[0]}x{X.shape[1]} {name}: {t:.3f} s (runs {' '.join(f'{r[0]:.3f}' for r in res[name])}) "
+                runs = " ".join(f"{r[0]:.3f}" for r in res[name])
+                print(f"# {reg} {X.shape[0]}x{X.shape[1]} {name}: {t:.3f} s (runs {runs}) "
                       f"updates {tel.get('updates')} rounds {tel.get('rounds')} rejected {tel.get('rejected')} "
                       f"undone {tel.get('rejected_sweeps')} root_wait {tel.get('root_wait_fraction', 0):.3f} "
                       f"time_schedule {tel.get('time_schedule', 0):.3f} gram_sweeps {tel.get('gram_sweeps')}",
@@ -183,10 +187,10 @@ def at_target(name, key):
 
 data = f"{a.rows}x{a.cols} corr {a.corr} U={a.round_size} P={comm.size}"
 for name in [n for n in names if n != "random"]:
-    bench.row(f"{name}: updates to {a.target:g} rel", data=data, metric="updates", value=at_target(name, "updates"),
-              baseline=at_target("random", "updates") if "random" in curves else float("nan"), baseline_name="random (Shotgun)")
-    bench.row(f"{name}: time to {a.target:g} rel", data=data, metric="time_s", value=at_target(name, "time"),
-              baseline=at_target("random", "time") if "random" in curves else float("nan"), baseline_name="random (Shotgun)")
+    for key, metric in (("updates", "updates"), ("time", "time_s")):
+        bench.row(f"{name}: {key} to {a.target:g} rel", data=data, metric=metric, value=at_target(name, key),
+                  baseline=at_target("random", key) if "random" in curves else float("nan"),
+                  baseline_name="random (Shotgun)")
 
 if comm.rank == 0:
     import matplotlib
