@@ -36,6 +36,7 @@ def make_sweeper(app, r, n_vars, costs, X_local, n_rows, *, round_size=None, ser
     from .sample import gather_row_sample
 
     p = r.p
+
     def sample():  # collective; built by the engine before its first parallel round
         return gather_row_sample(X_local, n_rows, p.sample_rows, p.random_state, r.comm)
 
