@@ -8,7 +8,9 @@ of ``round_size`` simultaneous updates. The data has groups of 4 columns with
 correlation ``--corr``; ``sap`` keeps such columns out of the same round.
 Rows: updates (and seconds) each scheduler needs to bring the objective within
 ``--target`` (relative) of the optimum, ``random`` (Shotgun) as the baseline.
-Writes ``benchmarks/results/strads_schedulers.png`` (rank 0).
+Writes ``docs/img/strads_schedulers.png`` (rank 0; the figure in docs/strads.md).
+``--fits tall,large,wide,genomics`` instead times whole default Lasso fits per
+scheduler on bench_lasso's data shapes (the "which scheduler where" table).
 """
 
 import argparse
@@ -33,11 +35,93 @@ parser.add_argument("--round-size", type=int, default=64)
 parser.add_argument("--alpha-frac", type=float, default=0.05, help="alpha / alpha_max")
 parser.add_argument("--sweeps", type=int, default=300, help="most sweeps per scheduler")
 parser.add_argument("--target", type=float, default=1e-5, help="relative suboptimality to reach")
-parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                                  "strads_schedulers.png"))
+parser.add_argument("--schedulers", default="cyclic,random,priority,sap",
+                    help="comma-separated (random is the curves' baseline)")
+parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
+                                                  "img", "strads_schedulers.png"))
+parser.add_argument("--rho", type=float, default=None, help="sap threshold in --fits (default: the estimator's)")
+parser.add_argument("--fits", default=None,
+                    help="instead of the curves: whole default Lasso fits per scheduler on bench_lasso's data shapes "
+                         "(comma separated: tall,large,wide,genomics), interleaved, medians of --repeat")
 bench = Bench("strads_schedulers", parser=parser)
 a = bench.args
 comm = bench.comm
+
+
+def genotypes(n, p, block=8, seed=2):
+    """bench_lasso's 0/1/2 genotypes: blocks of ``block`` columns share a haplotype."""
+    rng = np.random.default_rng(seed)
+    maf = rng.uniform(0.05, 0.5, p)
+    base = rng.random((n, p // block + 1)).repeat(block, axis=1)[:, :p]
+    noise = rng.random((n, p))
+    u = np.where(rng.random((n, p)) < 0.8, base, noise)
+    G = (u < maf).astype(np.float64) + (np.roll(u, 1, axis=0) < maf)
+    coef = np.zeros(p)
+    idx = rng.choice(p, 50, replace=False)
+    coef[idx] = rng.standard_normal(50)
+    return np.asfortranarray(G), G @ coef + rng.standard_normal(n)
+
+
+def alpha_max(X, y, fit_intercept):
+    yc = y - y.mean() if fit_intercept else y
+    g = np.asarray(X.T @ yc).ravel()
+    if fit_intercept:
+        g = g - np.asarray(X.mean(axis=0)).ravel() * yc.sum()
+    return np.abs(g).max() / len(y)
+
+
+def fits(regimes, schedulers, reps):
+    """Default Lasso fits (tol 1e-7, as bench_lasso) that differ only in the scheduler."""
+    import time
+
+    kw = {} if a.rho is None else {"rho": a.rho}
+    for reg in regimes:
+        b = True
+        if reg == "tall":
+            X, y, _ = make_regression(5000, 10000, nnz=500_000, group_size=4, corr=0.8, seed=0)
+            alpha = alpha_max(X, y, True) / 20
+        elif reg == "large":
+            X, y, _ = make_regression(20000, 40000, nnz=1_600_000, group_size=4, corr=0.8, n_informative=4000,
+                                      seed=0)
+            b, alpha = False, alpha_max(X, y, False) / 20
+        elif reg == "wide":
+            X, y, _ = make_regression(100, 20000, dense=True, group_size=4, corr=0.8, seed=1)
+            alpha = alpha_max(X, y, True) / 20
+        elif reg == "genomics":
+            X, y = genotypes(2000, 20000)
+            alpha = alpha_max(X, y, True) / 10
+        else:
+            raise SystemExit(f"--fits: unknown regime {reg!r} (tall, large, wide, genomics)")
+        for name in schedulers:  # warm
+            Lasso(alpha=alpha, tol=1e-2, fit_intercept=b, scheduler=name, **kw).fit(X, y)
+        res = {name: [] for name in schedulers}
+        for _ in range(reps):  # interleaved
+            for name in schedulers:
+                comm.Barrier()
+                t0 = time.perf_counter()
+                m = Lasso(alpha=alpha, tol=1e-7, fit_intercept=b, scheduler=name, **kw).fit(X, y)
+                comm.Barrier()
+                res[name].append((time.perf_counter() - t0, m))
+        for name in schedulers:
+            t = float(np.median([r[0] for r in res[name]]))
+            tel = res[name][-1][1].telemetry_
+            if comm.rank == 0:
+                runs = " ".join(f"{r[0]:.3f}" for r in res[name])
+                print(f"# {reg} {X.shape[0]}x{X.shape[1]} {name}: {t:.3f} s (runs {runs}) "
+                      f"updates {tel.get('updates')} rounds {tel.get('rounds')} rejected {tel.get('rejected')} "
+                      f"undone {tel.get('rejected_sweeps')} root_wait {tel.get('root_wait_fraction', 0):.3f} "
+                      f"time_schedule {tel.get('time_schedule', 0):.3f} gram_sweeps {tel.get('gram_sweeps')}",
+                      flush=True)
+            bench.row(f"lasso fit, scheduler {name}", data=f"{reg} {X.shape[0]}x{X.shape[1]}", metric="time_s",
+                      value=t, baseline=float(np.median([r[0] for r in res[schedulers[0]]])),
+                      baseline_name=f"scheduler {schedulers[0]}", updates=int(tel.get("updates", 0)),
+                      rounds=int(tel.get("rounds", 0)), root_wait_fraction=float(tel.get("root_wait_fraction", 0)))
+
+
+if a.fits:
+    fits(a.fits.split(","), a.schedulers.split(","), a.repeat)
+    bench.finish()
+    raise SystemExit(0)
 
 X, y, _ = make_regression(a.rows, a.cols, nnz=int(a.rows * a.cols * a.density), group_size=4, corr=a.corr, seed=0)
 Xd = X.toarray()
@@ -66,17 +150,18 @@ if comm.rank == 0:
           flush=True)
 
 kw = dict(round_size=a.round_size, serial_fusion=False, precompute=False, working_set=False, screening=False)
-for name in ("cyclic", "random", "priority", "sap"):  # compile / warm everything first
+names = a.schedulers.split(",")
+for name in names:  # compile / warm everything first
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         Lasso(alpha=alpha, max_iter=1, scheduler=name, **kw).fit(X, y)
 curves = {}
-for name in ("cyclic", "random", "priority", "sap"):
+for name in names:
     rows = []
     m = Lasso(alpha=alpha, tol=1e-12, max_iter=a.sweeps, scheduler=name, random_state=1, **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # may stop at max_iter
-        m.fit(X, y, on_epoch=rows.append)
+        m.fit(X, y, callback=rows.append)
     rows = [r for r in rows if r["check"] == "working_set"]
     upd = np.array([r["updates"] for r in rows], dtype=float)
     t = np.array([r["time"] for r in rows])
@@ -85,13 +170,14 @@ for name in ("cyclic", "random", "priority", "sap"):
     hit = np.nonzero(sub <= a.target)[0]
     curves[name] = dict(updates=upd, time=t, sub=sub, hit=int(hit[0]) if len(hit) else None,
                         rounds=m.telemetry_["rounds"], rejected=m.telemetry_["rejected"],
-                        final_u=m.telemetry_["final_round_size"], undone=m.telemetry_["rejected_sweeps"])
+                        final_u=m.telemetry_["final_round_size"], undone=m.telemetry_["rejected_sweeps"],
+                        root_wait=m.telemetry_.get("root_wait_fraction", 0.0))
     if comm.rank == 0:
         c = curves[name]
         reach = (f"reaches {a.target:g} after {upd[c['hit']]:.0f} updates, {t[c['hit']]:.2f} s"
                  if c["hit"] is not None else f"does not reach {a.target:g} in {a.sweeps} sweeps")
         print(f"# {name}: {reach}; final rel {sub[-1]:.1e}, rounds {c['rounds']}, rejected {c['rejected']}, "
-              f"final round size {c['final_u']}, undone sweeps {c['undone']}", flush=True)
+              f"final round size {c['final_u']}, undone sweeps {c['undone']}, root_wait {c['root_wait']:.3f}", flush=True)
 
 
 def at_target(name, key):
@@ -100,11 +186,11 @@ def at_target(name, key):
 
 
 data = f"{a.rows}x{a.cols} corr {a.corr} U={a.round_size} P={comm.size}"
-for name in ("cyclic", "priority", "sap"):
-    bench.row(f"{name}: updates to {a.target:g} rel", data=data, metric="updates", value=at_target(name, "updates"),
-              baseline=at_target("random", "updates"), baseline_name="random (Shotgun)")
-    bench.row(f"{name}: time to {a.target:g} rel", data=data, metric="time_s", value=at_target(name, "time"),
-              baseline=at_target("random", "time"), baseline_name="random (Shotgun)")
+for name in [n for n in names if n != "random"]:
+    for key, metric in (("updates", "updates"), ("time", "time_s")):
+        bench.row(f"{name}: {key} to {a.target:g} rel", data=data, metric=metric, value=at_target(name, key),
+                  baseline=at_target("random", key) if "random" in curves else float("nan"),
+                  baseline_name="random (Shotgun)")
 
 if comm.rank == 0:
     import matplotlib

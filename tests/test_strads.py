@@ -99,6 +99,38 @@ def test_sap_sparse_sample_uses_cosine():
         assert sub.max(initial=0.0) < 0.5 + 1e-5
 
 
+def test_sap_sparse_rounds_are_full_when_no_dependency_reaches_rho():
+    """Columns that all overlap but only weakly (|cos| < rho for every pair): every
+    round holds round_size columns. The former filter walked at most as many row-list
+    entries as the round's non-zeros and ended such rounds after ~20 of 64."""
+    n, p, u, rho = 2000, 400, 64, 0.2
+    S = sp.random(n, p, density=0.3, random_state=7, format="csr", data_rvs=np.random.default_rng(7).standard_normal)
+    Sd = S.toarray()
+    Sd /= np.linalg.norm(Sd, axis=0)
+    cos = np.abs(Sd.T @ Sd) - np.eye(p)
+    assert 0.05 < cos.max() < rho  # every pair overlaps, none reaches rho
+    sched = SAPScheduler(p, round_size=u, seed=2, rho=rho, sample=RowSample(S), warmup_sweeps=0.0)
+    sched.weight[:] = 1.0
+    for _ in range(30):
+        v = sched.schedule()
+        assert len(v) == u
+        sched.feedback(v, np.ones(len(v)))
+    assert sched.rejected == 0
+
+
+def test_sap_sparse_conflict_lists_are_built_once_per_column():
+    rng = np.random.default_rng(8)
+    S = sp.random(500, 120, density=0.05, random_state=8, format="csr")
+    sample = RowSample(S)
+    cand = rng.permutation(120)[:40]
+    sample.independent(cand, np.empty(0, dtype=np.int64), 0.3, 20)
+    work = sample.list_work
+    assert work > 0
+    for _ in range(5):  # the same columns again: no dot product recomputed
+        sample.independent(rng.permutation(cand), cand[:3], 0.3, 20)
+    assert sample.list_work == work
+
+
 def test_cyclic_covers_every_variable_once_per_sweep_and_balances_nnz():
     rng = np.random.default_rng(4)
     p, u = 103, 10
@@ -369,3 +401,81 @@ def test_engine_reports_root_wait_fraction(comm):
     st = eng.stats()
     assert st["time_rounds"] > 0 and 0.0 <= st["root_wait_fraction"] <= 1.0
     assert st["time_schedule"] <= st["time_rounds"]
+
+
+class Recorder:
+    """Toy app that records the rounds (values do not matter here)."""
+
+    partial_width = 1
+
+    def __init__(self):
+        self.rounds = []
+
+    def push(self, v):
+        return np.zeros(len(v))
+
+    def pull(self, v, summed):
+        return summed.copy()
+
+    def apply(self, v, values):
+        self.rounds.append(v.copy())
+        return np.random.default_rng(len(self.rounds)).random(len(v))
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("depth", [0, 1])
+@pytest.mark.parametrize("sparse", [True, False])
+def test_engine_sap_rounds_never_hold_dependent_columns(comm, sparse, depth):
+    """Engine rounds at any rank count, rows split over the ranks: no round (and no
+    round against the rounds still in flight) holds two columns with exact
+    |x_j . x_k| / (|x_j| |x_k|) >= rho (dense: centred, all rows in the sample)."""
+    from petuum_mpi.data.synth import make_regression
+    from petuum_mpi.strads import gather_row_sample
+
+    rho = 0.3
+    if sparse:
+        X, _, _ = make_regression(600, 300, nnz=9000, group_size=4, corr=0.9, seed=1)
+        X = sp.csr_matrix(X)
+        D = X.toarray()
+    else:
+        D = correlated_sample(n=600, groups=75, size=4, seed=1)
+        X = D
+        D = D - D.mean(axis=0)
+    nrm = np.linalg.norm(D, axis=0)
+    nrm[nrm == 0] = 1.0
+    C = np.abs((D / nrm).T @ (D / nrm)) - np.eye(D.shape[1])
+    assert C.max() > 0.7  # dependent columns exist
+    n = X.shape[0]
+    lo, hi = comm.rank * n // comm.size, (comm.rank + 1) * n // comm.size
+    sample = gather_row_sample(X[lo:hi], n, max_rows=1000, seed=0, comm=comm)
+    sched = make_scheduler("sap", X.shape[1], round_size=16, depth=depth, seed=3, rho=rho, sample=sample,
+                           warmup_sweeps=0.5)
+    app = Recorder()
+    eng = Engine(app, sched, comm, pipeline_depth=depth, serial_fusion=False)
+    eng.run(3000)
+    assert len(app.rounds) > 100
+    for t, v in enumerate(app.rounds):
+        assert C[np.ix_(v, v)].max(initial=0.0) < rho + 1e-5, (t, v)
+        for old in app.rounds[max(0, t - depth) : t]:
+            assert C[np.ix_(v, old)].max(initial=0.0) < rho + 1e-5
+    if comm.rank == 0:
+        assert eng.stats()["rejected"] > 0
+
+
+def test_sap_view_of_x_is_built_only_for_parallel_rounds(monkeypatch):
+    """A fit that never runs parallel rounds (Gram solver, or one rank's fused exact
+    rounds) does not gather sap's view of X (it cost genomics-like fits seconds)."""
+    import petuum_mpi.strads.sample as sample_mod
+    from petuum_mpi.apps.lasso import Lasso
+    from petuum_mpi.data.synth import make_regression
+
+    calls = []
+    real = sample_mod.gather_row_sample
+    monkeypatch.setattr(sample_mod, "gather_row_sample", lambda *a, **k: calls.append(1) or real(*a, **k))
+    X, y, _ = make_regression(300, 200, nnz=6000, group_size=4, corr=0.8, seed=2)
+    for kw in ({}, {"precompute": False}):  # Gram path; one rank's fused rounds
+        m = Lasso(alpha=0.01, scheduler="sap", **kw).fit(X, y)
+        assert not m.telemetry_["rounds"] or m.telemetry_["exact"]
+    assert calls == []
+    Lasso(alpha=0.01, scheduler="sap", precompute=False, serial_fusion=False, max_iter=3).fit(X, y)
+    assert calls == [1]  # parallel rounds: built once, on the first round

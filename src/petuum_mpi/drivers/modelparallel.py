@@ -96,9 +96,13 @@ class Sweeper:
         self.U_cur = self.U  # the size learned so far (shrinks on overshoot, grows back after safe sweeps)
         self.ceiling = None  # smallest round size that overshot
         self.wait_ceiling = 4 * self.grow_after  # safe sweeps before trying that size again
+        # ``sample``: sap's view of X on rank 0, or a collective callable that returns it (built on
+        # the first parallel round, so fits that never run one do not pay for it)
+        lazy = callable(sample)
         self.sched = make_scheduler(scheduler, n_vars, self.U, pipeline_depth, seed, costs,
-                                    sample=sample if r.rank == 0 else None, **sched_kw)
-        self.engine = Engine(AppAdapter(app, r), self.sched, r.comm, pipeline_depth, serial_fusion)
+                                    sample=None if lazy or r.rank != 0 else sample, **sched_kw)
+        prepare = (lambda: self.sched.set_sample(sample())) if lazy else None
+        self.engine = Engine(AppAdapter(app, r), self.sched, r.comm, pipeline_depth, serial_fusion, prepare)
         self.depth = int(pipeline_depth)
         self.rejected = 0
         r.allreduce = self.engine.allreduce

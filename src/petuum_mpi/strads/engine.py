@@ -75,9 +75,12 @@ class Engine:
     comm : MPI communicator, default ``MPI.COMM_WORLD``.
     pipeline_depth : int >= 0, rounds issued before the oldest in-flight round's
         results are in (0 = synchronous).
+    prepare : optional collective callable run once, before the first round that
+        is not a fused one-rank round (e.g. gathering ``sap``'s view of X, which
+        fits that never leave the Gram solver or one rank do not need).
     """
 
-    def __init__(self, app, scheduler, comm=None, pipeline_depth: int = 0, serial_fusion: bool = True):
+    def __init__(self, app, scheduler, comm=None, pipeline_depth: int = 0, serial_fusion: bool = True, prepare=None):
         self.comm = get_comm(comm)
         self.app = app
         self.scheduler = scheduler
@@ -85,6 +88,7 @@ class Engine:
         if self.depth < 0:
             raise ValueError("pipeline_depth must be >= 0")
         self.serial_fusion = bool(serial_fusion)
+        self._prepare = prepare  # collective, run once before the first parallel round (e.g. sap's row view)
         self.telemetry = Telemetry()
         self.rank = self.comm.rank
         self.size = self.comm.size
@@ -117,6 +121,11 @@ class Engine:
         try:
             if self.size == 1 and self.serial_fusion and hasattr(self.app, "solo"):
                 return self._run_fused(int(n_updates))
+            if self._prepare is not None:
+                prepare, self._prepare = self._prepare, None
+                t0 = time.perf_counter()
+                prepare()
+                self.telemetry.t_schedule += time.perf_counter() - t0
             return self._run(int(n_updates))
         finally:
             self.telemetry.t_run += time.perf_counter() - t_run

@@ -36,8 +36,11 @@ def make_sweeper(app, r, n_vars, costs, X_local, n_rows, *, round_size=None, ser
     from .sample import gather_row_sample
 
     p = r.p
-    sample = gather_row_sample(X_local, n_rows, p.sample_rows, p.random_state, r.comm) if p.scheduler == "sap" \
-        else None
+
+    def sample():  # collective; built by the engine before its first parallel round
+        return gather_row_sample(X_local, n_rows, p.sample_rows, p.random_state, r.comm)
+
+    sample = sample if p.scheduler == "sap" else None
     return Sweeper(app, r, n_vars, costs, scheduler=p.scheduler, round_size=round_size or p.round_size,
                    pipeline_depth=p.pipeline_depth, seed=p.random_state, sample=sample, serial_fusion=serial_fusion,
                    eta=p.eta, warmup_sweeps=p.warmup_sweeps, rho=p.rho)

@@ -278,8 +278,9 @@ class RowSample:
             self.S = sp.csc_matrix(S)
             self.S.sort_indices()
             self._csc = (self.S.indptr.astype(np.int64), self.S.indices.astype(np.int32), self.S.data)
-            self._head = np.full(self.n_rows, -1, dtype=np.int64)
-            self._dot = np.zeros(self.S.shape[1], dtype=np.float32)
+            self._csr = None  # rows of S, built on the first conflict list
+            self._nb_rho = None
+            self.list_work = 0  # entries walked to build conflict lists (each column's once)
         else:
             S = np.asarray(S, dtype=np.float32)
             S = S - S.mean(axis=0)
@@ -287,23 +288,51 @@ class RowSample:
             norms[norms == 0] = 1.0
             self.S = np.asfortranarray(S / norms)
 
-    def independent(self, cand, blocked, rho, limit, bounded=False) -> np.ndarray:
+    def independent(self, cand, blocked, rho, limit) -> np.ndarray:
         """Greedy filter: mask of the candidates accepted in order, each with
         |corr| < ``rho`` to every accepted one and to every ``blocked`` id, at most
-        ``limit`` of them. Only the correlations the decisions need are computed
-        (a candidate stops at its first conflict), in one Numba call. ``bounded``
-        (sparse): stop once the filter has walked as many entries as the round's
-        columns have non-zeros (the round ends early)."""
+        ``limit`` of them, in one Numba call. Dense: only the correlations the
+        decisions need are computed (a candidate stops at its first conflict).
+        Sparse: each column's conflict list (the columns with |corr| >= ``rho``) is
+        computed exactly the first time the column is a candidate and kept, so a
+        round then costs the candidates' list lengths, not their dot products."""
         cand = np.ascontiguousarray(cand, dtype=np.int64)
         blocked = np.ascontiguousarray(blocked, dtype=np.int64)
         if self.sparse:
-            # filter budget: the non-zeros of the round's columns (about the round's own work)
-            ip = self._csc[0]
-            c = cand[cand < len(ip) - 1][:limit]
-            budget = (int((ip[c + 1] - ip[c]).sum()) if len(c) else 0) if bounded else np.iinfo(np.int64).max
-            return _greedy_sparse(*self._csc, self._head, self._dot, cand, blocked, float(rho), int(limit),
-                                  budget)
+            self._build_lists(cand, float(rho))
+            return _greedy_lists(self._nb_start, self._nb_len, self._pool, self._mark, cand, blocked, int(limit))
         return _greedy_dense(self.S, cand, blocked, float(rho), int(limit))
+
+    def _build_lists(self, cand, rho) -> None:
+        """Conflict lists of the candidates that have none yet (at threshold ``rho``)."""
+        p = self.S.shape[1]
+        if self._nb_rho != rho:  # (re)start the lists
+            self._nb_rho = rho
+            self._nb_start = np.full(p, -1, dtype=np.int64)
+            self._nb_len = np.zeros(p, dtype=np.int64)
+            self._pool = np.empty(1024, dtype=np.int32)
+            self._used = 0
+            self._mark = np.zeros(p, dtype=np.uint8)
+            self._dot = np.zeros(p, dtype=np.float64)
+        c = cand[cand < p]
+        new = np.unique(c[self._nb_start[c] < 0])
+        if len(new) == 0:
+            return
+        if self._csr is None:
+            R = self.S.tocsr()
+            R.sort_indices()
+            self._csr = (R.indptr.astype(np.int64), R.indices.astype(np.int32), R.data)
+        lens, nbrs, work = _conflict_lists(*self._csc, *self._csr, new, rho, self._dot)
+        self.list_work += int(work)
+        need = self._used + len(nbrs)
+        if need > len(self._pool):
+            grown = np.empty(max(need, 2 * len(self._pool)), dtype=np.int32)
+            grown[: self._used] = self._pool[: self._used]
+            self._pool = grown
+        self._pool[self._used : need] = nbrs
+        self._nb_start[new] = self._used + np.concatenate([[0], np.cumsum(lens)[:-1]])
+        self._nb_len[new] = lens
+        self._used = need
 
     def corr(self, C, D) -> np.ndarray:
         """|estimated correlation| between columns C (rows) and D (cols).
@@ -357,77 +386,81 @@ def _greedy_dense(S, cand, blocked, rho, limit):
 
 
 @numba.njit(cache=True)
-def _greedy_sparse(indptr, indices, data, head, dot, cand, blocked, rho, limit, budget):
-    """:meth:`RowSample.independent` on a sparse (CSC, unit columns) sample.
+def _conflict_lists(cp, ci, cv, rp, ri, rv, cols, rho, dot):
+    """For each column j of ``cols`` (unit columns; CSC ``cp, ci, cv`` and CSR ``rp, ri,
+    rv`` of the same matrix): the columns k != j with |x_j . x_k| >= ``rho`` (exact dot
+    products, float64; one walk over the rows of x_j). ``dot`` is a zeroed work array
+    of the columns, left as found. Returns (list lengths, concatenated lists, entries
+    walked)."""
+    p = cp.shape[0] - 1
+    lens = np.zeros(cols.shape[0], dtype=np.int64)
+    out = np.empty(max(16, 4 * cols.shape[0]), dtype=np.int32)
+    touched = np.empty(p, dtype=np.int64)
+    n_out = 0
+    work = 0
+    for a in range(cols.shape[0]):
+        j = cols[a]
+        nt = 0
+        for q in range(cp[j], cp[j + 1]):
+            r = ci[q]
+            v = np.float64(cv[q])
+            work += rp[r + 1] - rp[r]
+            for e in range(rp[r], rp[r + 1]):
+                k = ri[e]
+                if dot[k] == 0.0:
+                    touched[nt] = k
+                    nt += 1
+                dot[k] += v * rv[e]
+                if dot[k] == 0.0:  # exact cancellation: keep it marked
+                    dot[k] = 1e-300
+        for t in range(nt):
+            k = touched[t]
+            if k != j and abs(dot[k]) >= rho:
+                if n_out == out.shape[0]:
+                    grown = np.empty(2 * n_out, dtype=np.int32)
+                    grown[:n_out] = out
+                    out = grown
+                out[n_out] = k
+                n_out += 1
+                lens[a] += 1
+            dot[k] = 0.0
+    return lens, out[:n_out].copy(), work
 
-    The columns already in the round (``blocked``, then each accepted one) are
-    entered into per-row lists; a candidate's dots with all of them come from one
-    walk over its own non-zeros and the lists of those rows, so the cost is the
-    number of overlapping non-zeros (not round size x column length). ``head`` is
-    an int64 work array of the sample's rows filled with -1, ``dot`` a zeroed
-    float32 array of the columns; both are left as found. The walk stops (the
-    round ends early) once it has visited ``budget`` list entries, so the filter
-    never costs much more than the round's own work."""
-    p = indptr.shape[0] - 1
+
+@numba.njit(cache=True)
+def _greedy_lists(nb_start, nb_len, pool, mark, cand, blocked, limit):
+    """Greedy filter over cached conflict lists: a candidate is accepted when no
+    column of its list is blocked or already accepted (ids beyond the columns, e.g.
+    an intercept, conflict with nothing). ``mark`` is a zeroed work array, left as found."""
+    p = mark.shape[0]
     m = cand.shape[0]
-    nb = blocked.shape[0]
-    cap = 0
-    for t in range(nb):
-        if blocked[t] < p:
-            cap += indptr[blocked[t] + 1] - indptr[blocked[t]]
-    for i in range(m):
-        if cand[i] < p:
-            cap += indptr[cand[i] + 1] - indptr[cand[i]]
-    nxt = np.empty(cap, dtype=np.int64)
-    ecol = np.empty(cap, dtype=np.int64)
-    eval_ = np.empty(cap, dtype=np.float32)
-    rows_used = np.empty(cap, dtype=np.int64)
-    touched = np.empty(cap + 1, dtype=np.int64)
-    ne = 0
     keep = np.zeros(m, dtype=np.bool_)
+    for t in range(blocked.shape[0]):
+        if blocked[t] < p:
+            mark[blocked[t]] = 1
     na = 0
-    steps = 0
-    for t in range(nb + m):
-        if t >= nb and (na >= limit or (steps > budget and na > 0)):
+    for i in range(m):
+        if na >= limit:
             break
-        ci = blocked[t] if t < nb else cand[t - nb]
+        c = cand[i]
         ok = True
-        if ci < p and t >= nb:
-            nt = 0
-            for q in range(indptr[ci], indptr[ci + 1]):
-                v = data[q]
-                e = head[indices[q]]
-                while e >= 0:
-                    steps += 1
-                    k = ecol[e]
-                    if k != ci:
-                        if dot[k] == 0.0:
-                            touched[nt] = k
-                            nt += 1
-                        dot[k] += v * eval_[e]
-                        if dot[k] == 0.0:  # exact cancellation: keep it marked
-                            dot[k] = np.float32(1e-30)
-                    e = nxt[e]
-            for s in range(nt):
-                if abs(dot[touched[s]]) >= rho:
+        if c < p:
+            s = nb_start[c]
+            for e in range(s, s + nb_len[c]):
+                if mark[pool[e]]:
                     ok = False
-                dot[touched[s]] = 0.0
-        if t >= nb:
-            if not ok:
-                continue
-            keep[t - nb] = True
+                    break
+        if ok:
+            keep[i] = True
             na += 1
-        if ci < p:  # enter the column into the row lists
-            for q in range(indptr[ci], indptr[ci + 1]):
-                r = indices[q]
-                ecol[ne] = ci
-                eval_[ne] = data[q]
-                nxt[ne] = head[r]
-                head[r] = ne
-                rows_used[ne] = r
-                ne += 1
-    for e in range(ne):
-        head[rows_used[e]] = -1
+            if c < p:
+                mark[c] = 2
+    for t in range(blocked.shape[0]):
+        if blocked[t] < p:
+            mark[blocked[t]] = 0
+    for i in range(m):
+        if keep[i] and cand[i] < p:
+            mark[cand[i]] = 0
     return keep
 
 
@@ -449,13 +482,17 @@ class SAPScheduler(PriorityScheduler):
                  rho=0.1, sample=None):
         super().__init__(n_vars, round_size, depth, seed, costs, eta, warmup_sweeps)
         self.rho = float(rho)
-        self.sample = sample
         self._carry = np.empty(0, dtype=np.int64)
+        self.set_sample(sample)
+        self.exact = False  # set by the engine when rounds run sequentially (no filter needed)
+
+    def set_sample(self, sample) -> None:
+        """The view of X the filter uses (rank 0; ``None`` elsewhere: no filter)."""
+        self.sample = sample
         # sampling noise of a correlation estimate from s rows is ~ 1/sqrt(s): a
         # threshold below 3/sqrt(s) would mistake noise for dependence
         if sample is not None:
             self.rho = max(self.rho, 3.0 / np.sqrt(max(sample.n_rows, 1)))
-        self.exact = False  # set by the engine when rounds run sequentially (no filter needed)
 
     def schedule(self, max_size=None):
         u = self.round_size if max_size is None else min(self.round_size, int(max_size))
@@ -476,7 +513,7 @@ class SAPScheduler(PriorityScheduler):
             self._carry = c[:0]
             return c
         blocked = np.concatenate(list(self._recent)) if self._recent else np.empty(0, dtype=np.int64)
-        keep = self.sample.independent(c, blocked, self.rho, u, bounded=True)
+        keep = self.sample.independent(c, blocked, self.rho, u)
         self._carry = c[~keep][:u]
         nk = int(keep.sum())
         # candidates turned away by a dependency (not merely beyond the round size)
