@@ -192,7 +192,7 @@ def l1_set(name):
         if snapml is not None:
             for th in (1, 2):  # snapml: regularizer lambda on sum of losses + lambda ||w||_1 -> 1/C
                 peers[f"snapml {th} thread(s)"] = (lambda th: lambda it: snapml.LogisticRegression(
-                    penalty="l1", regularizer=1.0 / C, max_iter=it, n_jobs=th, tol=0.0,
+                    penalty="l1", dual=False, regularizer=1.0 / C, max_iter=it, n_jobs=th, tol=0.0,
                     fit_intercept=True).fit(X, y))(th)
     f_star = obj(ours(2000))
     if rank == 0:
