@@ -340,9 +340,10 @@ class LogisticRegression(ClassifierMixin, DataParallelEstimator):
             record({"iter": k, "epoch": passes[0], "time": time.perf_counter() - t0, "objective": f,
                     "grad_max": gmax})
 
-        # newton-cg: Jacobi-preconditioned CG (LIBLINEAR's): 200k x 50k sparse 0.91 s vs 1.20 s to 1e-4, ill-conditioned
-        # dense 0.015 s vs 0.031 s (bench_logreg_fullbatch, 1 rank); lbfgs ignores it
-        res = minimize(fun_grad, L.x0(), hessp=hessp, hess_diag=L.hess_diag, comm=comm, method=p.solver,
+        # newton-cg: plain CG. Since its first step is unbounded, LIBLINEAR's Jacobi preconditioner no longer pays:
+        # to 1e-4 (1 rank, CPU s) 200k x 50k sparse 0.38 vs 0.45 (its diagonal pass per step), ill-conditioned dense
+        # 5000 x 50 0.011 either way, ill-conditioned sparse 50k x 2000 43 vs 56 Newton steps
+        res = minimize(fun_grad, L.x0(), hessp=hessp, comm=comm, method=p.solver,
                        tol=p.tol or 0.0, max_iter=p.max_iter, memory=p.memory, callback=each)
         W, b = L.unpack(res.x)
         r.W_eval = W
