@@ -169,6 +169,45 @@ def log_sparse(cache_u, units, counts, cols, vals, want, base, pos):
         p += n
 
 
+@njit(cache=True, nogil=True)
+def note_fresh(fresh, slots, tag, origin):
+    """Owner: data of ``origin`` tagged ``tag`` reached ``slots``. ``fresh[s]`` =
+    (newest tag, its origin, newest tag of every other origin), so that the newest
+    tag of origins other than any one reader is known (``fresh_for``)."""
+    for k in range(slots.size):
+        s = slots[k]
+        if fresh[s, 1] == origin:
+            if tag > fresh[s, 0]:
+                fresh[s, 0] = tag
+        elif tag > fresh[s, 0]:
+            fresh[s, 2] = fresh[s, 0]
+            fresh[s, 0] = tag
+            fresh[s, 1] = origin
+        elif tag > fresh[s, 2]:
+            fresh[s, 2] = tag
+
+
+@njit(cache=True, nogil=True)
+def log_fresh(ofresh, units, want, base, pos, tag):
+    """A delta-log entry of another origin tagged ``tag`` at ``pos``: the copies it
+    updates (see log_rows) now hold data that fresh."""
+    for k in range(units.size):
+        u = units[k]
+        if want[u] and base[u] <= pos and tag > ofresh[u]:
+            ofresh[u] = tag
+
+
+def fresh_for(fresh: np.ndarray, me: int) -> np.ndarray:
+    """Newest data tag per slot of ``fresh`` rows (n, 3) from origins other than ``me``."""
+    return np.where(fresh[:, 1] == me, fresh[:, 2], fresh[:, 0])
+
+
+def data_tag(tag: int) -> int:
+    """The clock tag of a chunk's data from its header's tag field (non-final chunks
+    carry ``-1 - tag``, the final chunk of a send ``tag``; see mailbox.py)."""
+    return tag if tag >= 0 else -1 - tag
+
+
 def warmup(dtypes) -> None:
     """Compile the kernels for the given table dtypes (see runtime.compile_once)."""
     units = np.zeros(1, dtype=np.int64)
@@ -185,6 +224,8 @@ def warmup(dtypes) -> None:
         add_rows_to(a, units, units, b)
         want = np.zeros(1, dtype=np.bool_)
         log_rows(a, units, b, want, units, 0)
+        note_fresh(np.zeros((1, 3), dtype=np.int64), units, 1, 0)
+        log_fresh(np.zeros(1, dtype=np.int64), units, want, units, 0, 1)
         for cdt in (np.uint16, np.int32):  # column indices (TableState.col_dtype)
             cols = np.zeros(1, dtype=cdt)
             pack_sparse(a, b, units, cnt, cols, v1)

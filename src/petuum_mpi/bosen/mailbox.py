@@ -144,23 +144,28 @@ class Mailboxes:
                 out.append((t, du))
         return out
 
-    def _apply_own(self, tag: int, work) -> None:
-        win = self.win
+    def _apply_own(self, tag: int, work, final: bool = True) -> None:
+        """My own units' deltas straight into my shard (data tag ``tag``); ``final``: they
+        complete my clock ``tag - 1`` (``applied[me] = tag``; managed sends are not final)."""
+        win, P = self.win, self.P
         win.begin_write()
         try:
             for t, du in work:
                 if not t.logcap:
-                    K.apply_own(t.shard, t.cache.u, t.log.u, du, self.P)
+                    K.apply_own(t.shard, t.cache.u, t.log.u, du, P)
+                    K.note_fresh(t.fresh, du // P, tag, self.me)
                     t.log.dirty[du] = False
                     continue
                 # through chunks, so that the delta log records my own changes too
                 for t_, us, cnt, need in self._plan(t, du, False, t.logcap // 2):
-                    buf, units, payload = self._encode(t, us, cnt, t.log.u, 0, -1, need)
+                    buf, units, payload = self._encode(t, us, cnt, t.log.u, 0, -1 - tag, need)
                     t.log.dirty[us] = False
-                    apply_chunk(t.shard, units // self.P, payload)
+                    apply_chunk(t.shard, units // P, payload)
+                    K.note_fresh(t.fresh, units // P, tag, self.me)
                     self._log_append(t, buf, need)
-            a = win.hdr.applied
-            a[self.me] = max(int(a[self.me]), tag)
+            if final:
+                a = win.hdr.applied
+                a[self.me] = max(int(a[self.me]), tag)
         finally:
             win.end_write()
 
@@ -231,19 +236,22 @@ class Mailboxes:
         h.log_head[i] = head
         h.log_tail[i] = max(int(h.log_tail[i]), head - cap)
 
-    def send(self, o: int, tag: int, work, held: bool = False) -> bool:
+    def send(self, o: int, tag: int, work, held: bool = False, final: bool = True) -> bool:
         """Put ``work`` (list of (table, units)) and a final tag into o's mailbox.
 
         ``work`` comes from the oplog, or from the held buffers if ``held``.
         What does not fit is held (moved out of the oplog, so that incs made
         after this ``clock()`` are not sent with it: the bsp gate and the
         bounds depend on that); the tag is remembered and delivered by a later
-        call (never waits)."""
+        call (never waits). Not ``final`` (managed communication, mid-clock): no tag
+        is delivered, and what does not fit stays in the oplog for a later send."""
         win, cap = self.win, self.cap
         chunks: list = []
         for t, du in work:
             chunks += self._plan(t, du, held, cap // 2)
         if not chunks:
+            if not final:
+                return True
             chunks.append((None, None, None, CHUNK_HDR))
         base = win.ring0 + self.me * cap
         sent_any = False
@@ -269,7 +277,7 @@ class Mailboxes:
                     pos = 0
                 self.seq[o] += 1
                 seq = int(self.seq[o])
-                ftag = tag if i == len(chunks) - 1 else -1
+                ftag = tag if final and i == len(chunks) - 1 else -1 - tag
                 if t is None:
                     buf = np.zeros(need, dtype=np.uint8)
                     buf[:CHUNK_HDR].view(np.int64)[:] = (_DATA, seq, ftag, -1, 0, need, 0, self.me)
@@ -293,6 +301,8 @@ class Mailboxes:
                 self._one[0] = self.head[o]
                 win.put(self._one, o, win.hdr.disp("written", self.me))
                 win.flush(o)
+        if not final:
+            return ok
         if ok:
             self.pending_tag[o] = 0
         else:
@@ -364,6 +374,7 @@ class Mailboxes:
                         t = self.tables[tid]
                         units, payload = decode(mem, base + pos, t)
                         apply_chunk(t.shard, units // P, payload)
+                        K.note_fresh(t.fresh, units // P, K.data_tag(tag), p)
                         if t.logcap:
                             self._log_append(t, mem[base + pos : base + pos + nbytes], nbytes)
                     cons += nbytes

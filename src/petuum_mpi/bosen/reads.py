@@ -42,6 +42,7 @@ class Cache:
         self.fetch_clock = np.full(lay.n_units, -1, dtype=np.int64)  # my clock at fetch
         self.ever = np.zeros(lay.n_units, dtype=bool)  # fetched at least once (for essp refresh)
         self.base = np.full(lay.n_units, -1, dtype=np.int64)  # owner's delta-log head at fetch (-1: none)
+        self.ofresh = np.zeros(lay.n_units, dtype=np.int64)  # newest data tag of other origins in the copy
 
     def invalidate(self, drop_base: bool = False) -> None:
         """Every unit must be fetched again before its next read; ``drop_base``: the
@@ -80,6 +81,8 @@ class Reader:
             self.fetch(t, np.unique(need), required, clock)
         mt = int(cache.fetch_tag[units].min())
         t.stats.read(clock - mt, cached)
+        if self.P > 1:
+            t.stats.observed(clock - int(cache.ofresh[units].min()))
         idx = slice(None) if sel is None else sel
         is_copy = not (single or sel is None)  # fancy indexing copies
         out, is_copy = t.log.add_own(cache.a[idx, : lay.cols], idx, units, is_copy)
@@ -110,6 +113,7 @@ class Reader:
                         break
                     self.sync.wait(t, back)
                 K.gather_own(cache.u, t.shard, us, P)
+                cache.ofresh[us] = K.fresh_for(t.fresh[us // P], self.me)
             else:
                 mt = self._fetch_remote(t, o, us, required, back)
             cache.fetch_tag[us] = mt
@@ -148,18 +152,21 @@ class Reader:
             ends = np.concatenate((brk, [slots.size])) if slots.size else brk
             recv = np.empty((whole.size, bw), dtype=t.dtype)
             rb = recv.view(np.uint8).reshape(-1)
+            frecv = np.empty((whole.size, 3), dtype=np.int64)  # the units' freshness at the owner
+            fb = frecv.view(np.uint8).reshape(-1)
             for a, b in zip(starts.tolist(), ends.tolist()):
                 win.get(rb[a * ub : b * ub], o, t.offset + int(slots[a]) * ub)
+                win.get(fb[a * 24 : b * 24], o, t.foff + int(slots[a]) * 24)
             logbuf = self._get_log(t, o, lmin, head) if use_log else None
             win.flush(o)
             win.get(ver, o, h.disp("version"))
             win.flush(o)
             nlog = 0 if logbuf is None else logbuf.size
-            g["pull_bytes_recv"] += recv.nbytes + nlog + 8
+            g["pull_bytes_recv"] += recv.nbytes + frecv.nbytes + nlog + 8
             if int(ver[0]) == v1:
                 break
             g["torn_reads"] += 1
-        n = starts.size + 2 + (0 if logbuf is None else 1 + ((lmin % t.logcap) + nlog > t.logcap))
+        n = 2 * starts.size + 2 + (0 if logbuf is None else 1 + ((lmin % t.logcap) + nlog > t.logcap))
         t.stats.fetch_msgs += n
         t.stats.fetch_bytes += recv.nbytes + nlog
         g["gets"] += n
@@ -167,6 +174,7 @@ class Reader:
         if whole.size:
             self.mail.add_unapplied(o, t, whole, recv, cseq)
             cache.u[whole] = recv
+            cache.ofresh[whole] = K.fresh_for(frecv, self.me)
         if logbuf is not None:
             self._apply_log(t, us[has_base], logbuf, lmin, head)
             t.stats.fetch_log_bytes += nlog
@@ -205,6 +213,7 @@ class Reader:
                 continue
             if int(hh[7]) != self.me:
                 cu, payload = decode(buf, q - lo, t)
+                K.log_fresh(cache.ofresh, cu, want, cache.base, q, K.data_tag(int(hh[2])))
                 if isinstance(payload, tuple):
                     K.log_sparse(cache.u, cu, *payload, want, cache.base, q)
                 else:

@@ -289,6 +289,7 @@ class ParameterServer:
         self._sync.restart_at(clk)
         for t in self._tables:
             t.cache.invalidate(drop_base=True)  # the shards were rewritten outside the delta log
+            t.fresh[:] = (clk, -1, clk)  # the shards hold everything of clocks < clk
         self.comm.Barrier()
         return clk, state
 
