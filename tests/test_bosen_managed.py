@@ -9,6 +9,8 @@ the telemetry (count, histogram, min, max, mean, variance) against that, read by
 Run at 1, 2 and 4 ranks, also with MPIR_CVAR_NOLOCAL=1.
 """
 
+import time
+
 import numpy as np
 import pytest
 
@@ -50,6 +52,12 @@ def _run_counting(comm, model, s, clocks=24, rows=8, managed=None, sparse=True, 
                 if P > 1:
                     exp.append(c - _expected(v, me))
             ps.inc("t", slice(None), 1, cols=slice(me, me + 1))
+            if managed:  # time for a managed round before the clock ends; a get enters the library
+                time.sleep(0.006)
+                v = ps.get("t", [0])[:, :P]
+                bad += int(v[0, me] != c + 1)  # read-my-writes of this clock's incs, sent or not
+                if P > 1:
+                    exp.append(c - _expected(v, me))
             ps.clock()
         st = ps.stats()["tables"]["t"]
         ps.barrier()
@@ -81,5 +89,61 @@ def test_observed_staleness_telemetry_is_exact(comm, model, s, sparse):
     elif model == "bsp":
         assert _all(comm, (exp == 0).all())  # exactly the clocks before mine
     elif model in ("ssp", "essp"):
-        # the guarantee (>= c - s of every worker) below; nobody is more than s clocks ahead
-        assert _all(comm, exp.max() <= s and exp.min() >= -s)
+        # the guarantee (>= c - s of every worker) below; above: another worker's reads at clock
+        # c' need my data of clock c' - s - 1 (I have sent up to clock c - 1), so c' <= c + s and
+        # its newest data is of clock <= c + s (tag c + s + 1)
+        assert _all(comm, exp.max() <= s and exp.min() >= -s - 1), (model, s, exp.min(), exp.max())
+
+
+@pytest.mark.parametrize("model,s", [("ssp", 1), ("ssp", 3), ("essp", 2), ("asp", 0)])
+def test_managed_keeps_guarantee_and_telemetry(comm, model, s):
+    """With a budget big enough to send every clock's incs early, reads see others' data of
+    unfinished clocks, never less than the guarantee; the exact telemetry still matches."""
+    exp, st, bad = _run_counting(comm, model, s, managed=1e9, seed=5)
+    assert _all(comm, bad == 0), "read-my-writes or final sums broken"
+    assert _all(comm, _check_telemetry(exp, st)), "telemetry does not match the values read"
+    if comm.size > 1:
+        assert st["managed_units"] > 0 and st["managed_bytes"] > 0
+        if model != "asp":
+            # guarantee below; above: early data of a clock <= c + s (its reads need my clock c - 1)
+            assert _all(comm, exp.max() <= s and exp.min() >= -s - 1)
+
+
+def test_managed_sends_largest_relative_change_first_within_budget(comm):
+    P, me = comm.size, comm.rank
+    rows = 16 * P
+    init = np.repeat(1000.0 * np.arange(rows, 0, -1)[:, None], 8, axis=1)  # row r: 1000 (rows - r)
+    rate = 64 * P + 3 * (12 + 8 * 10)  # bytes per second: chunk headers and about three sparse units
+    spec = TableSpec("t", rows, 64, "float64", init=np.pad(init, ((0, 0), (0, 56))), managed_bytes=rate)
+    with ParameterServer([spec], comm, consistency="ssp", staleness=1) as ps:
+        ps.get("t")  # relative change is measured against the cached copy
+        t0 = time.perf_counter()
+        ps.inc("t", slice(None), 1.0, cols=slice(0, 8))  # the same delta: smaller rows change more
+        state = ps._by_name["t"]
+        time.sleep(0.01)  # rounds are at least MANAGED_INTERVAL apart
+        ps.get("t", 0)  # a managed round with a fresh budget of one second (rate bytes)
+        left = state.log.dirty.copy()
+        time.sleep(0.05)
+        for _ in range(3):
+            ps.get("t", 0)
+        st = ps.stats()["tables"]["t"]
+        elapsed = time.perf_counter() - t0
+        ps.clock()
+        ps.barrier()
+        final = ps.get("t")[:, :8]
+    if P > 1:
+        sent = np.flatnonzero(~left)  # units of other owners sent early, and mine applied early
+        assert sent.size >= 1
+        # the largest relative changes are the last rows (smallest values)
+        assert (sent == np.arange(rows - sent.size, rows)).all(), sent
+        assert 0 < st["managed_bytes"] <= rate * (1 + elapsed)
+    assert np.array_equal(final, init + P)
+
+
+def test_managed_misuse(comm):
+    from petuum_mpi.errors import UsageError
+
+    with pytest.raises(UsageError, match="'t': managed_bytes needs ssp"):
+        ParameterServer([TableSpec("t", 2, 4, managed_bytes=1e6)], comm, consistency="bsp")
+    with pytest.raises(UsageError, match="'t': managed_bytes must be a number > 0"):
+        ParameterServer([TableSpec("t", 2, 4, managed_bytes=-1)], comm)

@@ -46,6 +46,7 @@ to rows it fetches from that owner (read-my-writes).
 from __future__ import annotations
 
 import collections
+import time
 
 import numpy as np
 
@@ -55,6 +56,7 @@ from .window import CHUNK_HDR, align
 
 _DATA, _SKIP, _SPARSE = 1, 2, 3
 SPARSE_RATIO = 0.25  # a unit travels sparse if that takes at most this share of its dense bytes
+MANAGED_INTERVAL = 0.005  # managed communication: at most one send round per table per this many seconds
 
 
 def chunk_bytes(nu: int, nnz: int | None, t) -> int:
@@ -129,6 +131,51 @@ class Mailboxes:
                 self.send(o, tag, self._held_for(o), held=True)
             else:
                 self.send(o, tag, per[o])
+
+    def managed(self, clock: int) -> None:
+        """Managed communication (called from ``inc`` and ``get``): every table with a budget
+        (``managed_bytes`` per second, accrued up to one second's worth) sends, between clocks,
+        pending incs of units with the largest relative change ``|delta|_1 / |value|_1`` first,
+        as long as the estimated chunk bytes fit the accrued budget. Data tag ``clock + 1``
+        (this clock's data), never final: ``applied`` and so the guarantee are unchanged and
+        the rest goes at ``clock()``. Owners whose mailbox holds deferred deltas are skipped,
+        and a full mailbox leaves the units in the oplog (nothing waits)."""
+        if self.P == 1:
+            return
+        now = time.perf_counter()
+        for t in self.tables:
+            rate = t.spec.managed_bytes
+            if rate is None or now - t.mg_last < MANAGED_INTERVAL:
+                continue
+            t.mg_credit = min(t.mg_credit + rate * (now - t.mg_last), float(rate))
+            t.mg_last = now
+            du = np.flatnonzero(t.log.dirty).astype(np.int64)
+            if not du.size:
+                continue
+            d = t.log.u[du]
+            nnz = np.count_nonzero(d, axis=1)
+            ad = np.abs(d).sum(axis=1, dtype=np.float64)
+            rel = ad / (np.abs(t.cache.u[du]).sum(axis=1, dtype=np.float64) + 1e-300)
+            cost = np.full(du.size, 8 + t.lay.unit_bytes, dtype=np.float64)
+            if self.sparse:
+                cost = np.minimum(cost, 12 + nnz * (t.col_dtype.itemsize + t.dtype.itemsize))
+            order = np.argsort(-rel, kind="stable")
+            order = order[ad[order] > 0]
+            take = order[np.cumsum(cost[order]) + CHUNK_HDR * min(self.P, order.size) <= t.mg_credit]
+            if not take.size:
+                continue
+            sent0 = self.g["inc_bytes_sent"]
+            for o, us in by_owner(np.sort(du[take]), self.P):
+                if o == self.me:
+                    self._apply_own(clock + 1, [(t, us)], final=False)
+                elif not self.pending_tag[o]:
+                    self.send(o, clock + 1, [(t, us)], final=False)
+                else:
+                    continue
+                t.stats.managed_units += us.size
+            spent = self.g["inc_bytes_sent"] - sent0
+            t.stats.managed_bytes += spent
+            t.mg_credit -= spent
 
     def retry(self) -> None:
         """Send held deltas (and pending tags) to owners whose mailbox was full."""

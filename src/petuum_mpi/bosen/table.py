@@ -29,6 +29,7 @@ class TableState:
         self.log0, self.logcap = 0, 0  # the delta log in the window (set by the window)
         self.shard: np.ndarray | None = None
         self.stats = TableStats()
+        self.mg_credit, self.mg_last = 0.0, 0.0  # managed communication: bytes allowed, last round (mailbox.py)
 
     def init_shard(self, me: int, P: int) -> None:
         """Fill my shard from ``spec.init`` (padding columns of wide rows stay 0)."""
