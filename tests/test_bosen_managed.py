@@ -147,3 +147,55 @@ def test_managed_misuse(comm):
         ParameterServer([TableSpec("t", 2, 4, managed_bytes=1e6)], comm, consistency="bsp")
     with pytest.raises(UsageError, match="'t': managed_bytes must be a number > 0"):
         ParameterServer([TableSpec("t", 2, 4, managed_bytes=-1)], comm)
+
+
+@pytest.mark.parametrize("model,s", [("bsp", 0), ("ssp", 2), ("essp", 1), ("asp", 0)])
+def test_bounded_cache_equals_unbounded(comm, model, s):
+    """A cache of 1/4 of a table: random reads and incs see exactly my own incs (read-my-writes
+    across evictions and re-fetches), give exactly what the unbounded cache gives under bsp,
+    and end with the same table."""
+    P, me = comm.size, comm.rank
+    rows, cols, clocks = 24, 40 * P, 12
+    row_bytes = cols * 8
+
+    def run(cache_mb):
+        rng = np.random.default_rng(7 + me)
+        spec = TableSpec("t", rows, cols, "int64", cache_mb=cache_mb, consistency=model, staleness=s)
+        seen, bad = [], 0
+        mine = np.zeros(rows, dtype=np.int64)  # my incs per row
+        with ParameterServer([spec], comm, straggler={"ranks": [], "random_delay_ms": 2.0, "seed": 1}) as ps:
+            for c in range(clocks):
+                for _ in range(3):
+                    r = np.sort(rng.choice(rows, 4, replace=False))
+                    v = ps.get("t", r)
+                    bad += int((v[:, me::P] != mine[r][:, None]).sum())
+                    seen.append(v.copy())
+                    rr = int(rng.integers(rows))
+                    ps.inc("t", rr, 1, cols=np.arange(me, cols, P))
+                    mine[rr] += 1
+                    v = ps.get("t", rr)
+                    bad += int((v[me::P] != mine[rr]).sum())
+                    seen.append(v.copy())
+                ps.clock()
+            st = ps.stats()
+            ps.barrier()
+            final = np.vstack([ps.get("t", np.arange(i, i + 4)) for i in range(0, rows, 4)])
+        allm = np.array(comm.allgather(mine))  # (P, rows): every worker's incs, all applied at the end
+        for w in range(P):
+            bad += int((final[:, w::P] != allm[w][:, None]).sum())
+        return seen, final, st, bad
+
+    full_seen, full_final, full_st, bad0 = run(None)
+    seen, final, st, bad = run(rows * row_bytes / 4 / 2**20)
+    assert st["tables"]["t"]["cache_evictions"] > 0  # the budget did bind
+    assert full_st["tables"]["t"]["cache_evictions"] == 0
+    assert st["bytes_per_rank"]["caches"] < full_st["bytes_per_rank"]["caches"] / 2
+    assert _all(comm, bad == 0 and bad0 == 0)
+    assert _all(comm, np.array_equal(final, full_final))
+    if model == "bsp":  # deterministic: every read equals the unbounded run's
+        assert _all(comm, all(np.array_equal(a, b) for a, b in zip(seen, full_seen)))
+    with ParameterServer([TableSpec("t", rows, cols, "int64", cache_mb=row_bytes * 2 / 2**20)], comm) as ps:
+        from petuum_mpi.errors import UsageError
+
+        with pytest.raises(UsageError, match="'t': a read of .* units needs more than the cache budget"):
+            ps.get("t")

@@ -155,7 +155,9 @@ class Mailboxes:
             d = t.log.u[du]
             nnz = np.count_nonzero(d, axis=1)
             ad = np.abs(d).sum(axis=1, dtype=np.float64)
-            rel = ad / (np.abs(t.cache.u[du]).sum(axis=1, dtype=np.float64) + 1e-300)
+            cs = t.cache.slot_of[du]  # relative to my cached copy; uncached units count as all new
+            val = np.where(cs >= 0, np.abs(t.cache.u[np.maximum(cs, 0)]).sum(axis=1, dtype=np.float64), 0.0)
+            rel = ad / (val + 1e-300)
             cost = np.full(du.size, 8 + t.lay.unit_bytes, dtype=np.float64)
             if self.sparse:
                 cost = np.minimum(cost, 12 + nnz * (t.col_dtype.itemsize + t.dtype.itemsize))
@@ -199,7 +201,7 @@ class Mailboxes:
         try:
             for t, du in work:
                 if not t.logcap:
-                    K.apply_own(t.shard, t.cache.u, t.log.u, du, P)
+                    K.apply_own(t.shard, t.cache.u, t.cache.slot_of, t.log.u, du, P)
                     K.note_fresh(t.fresh, du // P, tag, self.me)
                     t.log.dirty[du] = False
                     continue
@@ -258,9 +260,9 @@ class Mailboxes:
         units, payload = decode(buf, 0, t)
         units[:] = du
         if cnt is None:
-            K.pack_units(src, t.cache.u, du, payload)
+            K.pack_units(src, t.cache.u, t.cache.slot_of, du, payload)
         else:
-            K.pack_sparse(src, t.cache.u, du, *payload)
+            K.pack_sparse(src, t.cache.u, t.cache.slot_of, du, *payload)
             t.stats.sent_sparse_units += nu
         return buf, units, payload
 

@@ -314,7 +314,9 @@ class ParameterServer:
         reader's clock minus the clock the row is guaranteed to reflect),
         wait_s, fetch/sent units, bytes and messages, clocks_per_s.
         """
-        return telemetry.rank_stats(self.me, self._clock, time.perf_counter() - self._t0, self._g, self._tables)
+        out = telemetry.rank_stats(self.me, self._clock, time.perf_counter() - self._t0, self._g, self._tables)
+        out["bytes_per_rank"] = telemetry.memory(self._tables, self._win.nbytes)
+        return out
 
     def figures(self, table: str) -> dict:
         """Headline figures of this rank for one metrics row: staleness of

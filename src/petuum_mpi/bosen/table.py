@@ -22,7 +22,7 @@ class TableState:
         self.dtype = lay.dtype
         # column index of a sparse entry within its unit (mailbox.py)
         self.col_dtype = np.dtype(np.uint16) if lay.bw < 2**16 else np.dtype(np.int32)
-        self.cache = Cache(lay)
+        self.cache = Cache(lay, None if spec.cache_mb is None else spec.cache_mb * 2**20)
         self.log = Oplog(lay)
         self.nslots = lay.n_slots(me)
         self.offset = 0  # byte offset of the shard in the window

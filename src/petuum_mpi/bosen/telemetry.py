@@ -31,8 +31,20 @@ def rank_stats(rank: int, clock: int, elapsed: float, g: dict, tables) -> dict:
     """``stats()`` of one rank: the counters ``g`` and every table's."""
     out = {"rank": rank, "clock": clock, "elapsed_s": elapsed, **g}
     out["per_clock"] = per_clock(g, clock, elapsed)
-    out["tables"] = {t.name: t.stats.as_dict(elapsed, clock) for t in tables}
+    out["tables"] = {t.name: {**t.stats.as_dict(elapsed, clock), "cache_evictions": t.cache.evictions} for t in tables}
     return out
+
+
+def memory(tables, window_bytes: int) -> dict:
+    """Bytes this rank holds: ``window`` (header, mailboxes, delta logs, shards, freshness),
+    of which ``shards`` are its part of the tables; ``caches`` (fetched copies and their
+    bookkeeping) and ``oplogs`` (unsent and held deltas); ``total`` = window + caches + oplogs."""
+    caches = sum(t.cache.nbytes() for t in tables)
+    oplogs = sum(t.log.a.nbytes + t.log.dirty.nbytes * 2 + (0 if t.log.held is None else t.log.held.nbytes)
+                 for t in tables)
+    shards = sum(t.shard.nbytes for t in tables if t.shard is not None)
+    return {"window": window_bytes, "shards": shards, "caches": caches, "oplogs": oplogs,
+            "total": window_bytes + caches + oplogs}
 
 
 def merge_ranks(allst: list[dict], names: list[str]) -> dict:
@@ -44,6 +56,7 @@ def merge_ranks(allst: list[dict], names: list[str]) -> dict:
         out[k] = sum(s[k] for s in allst)
     out["tables"] = {n: merge([s["tables"][n] for s in allst]) for n in names}
     out["per_clock_max"] = {k: max(s["per_clock"][k] for s in allst) for k in allst[0]["per_clock"]}
+    out["bytes_per_rank_max"] = {k: max(s["bytes_per_rank"][k] for s in allst) for k in allst[0]["bytes_per_rank"]}
     return out
 
 
@@ -57,7 +70,8 @@ def figures(stats: dict, table: str) -> dict:
             "observed_staleness_mean": t["observed_mean"], "observed_staleness_var": t["observed_var"],
             "wait_s": stats["wait_s"],
             "bytes_sent": stats["bytes_sent"], "msgs": stats["msgs"],
-            "inc_bytes_per_clock": pc["inc_bytes_sent"], "pull_bytes_per_clock": pc["pull_bytes_recv"]}
+            "inc_bytes_per_clock": pc["inc_bytes_sent"], "pull_bytes_per_clock": pc["pull_bytes_recv"],
+            "bytes_per_rank": stats["bytes_per_rank"]["total"]}
 
 
 class TableStats:
@@ -151,7 +165,7 @@ def merge(dicts: list[dict]) -> dict:
     reads = sum(d["reads"] for d in dicts)
     for k in ("reads", "cached_reads", "fetch_units", "fetch_msgs", "fetch_bytes", "incs", "sent_units", "sent_bytes",
               "sent_sparse_units", "fetch_log_bytes", "fetch_log_units", "observed_count", "managed_units",
-              "managed_bytes"):
+              "managed_bytes", "cache_evictions"):
         out[k] = sum(d[k] for d in dicts)
     if reads:
         mean = sum(d["staleness_mean"] * d["reads"] for d in dicts) / reads

@@ -76,6 +76,7 @@ class Window:
             t.foff = off
             off += t.lay.n_slots(0) * 24
         size = align(max(off, 64))
+        self.nbytes = size
         self.win = MPI.Win.Allocate(size, 1, comm=comm)
         self.mem = np.frombuffer(self.win.tomemory(), dtype=np.uint8, count=size)
         self.mem[:] = 0
