@@ -131,7 +131,7 @@ def staleness_study(bench, comm, args):
         x = np.arange(hist.size) + OBS_LO
         mean = float((x * hist).sum() / cnt)
         var = float(((x - mean) ** 2 * hist).sum() / cnt)
-        mb = float(np.mean([t["managed_bytes"] for _, t in res[n]]))
+        mb = float(np.mean([t["managed_bytes"] for _, t in res[n]])) / P  # stats_all sums the ranks
         summary[n] = (np.median(fs, axis=0), hist, mean, var)
         fin = float(np.median(fs[:, -1]))
         bench.row(f"observed staleness, {n}", data=f"LS SGD d={D} as {ROWS}x{D // ROWS}, 4 batches/clock",
