@@ -2,7 +2,8 @@
 
 Tables are stored as *units*: rows of ``bw`` values (a row, or a column block of
 a wide row). Unit ``u`` lives on rank ``u % P`` in slot ``u // P`` of its
-shard. Each kernel makes one pass over the units it is given, instead of the
+shard. A reader's cached copy of unit ``u`` is row ``cs[u]`` of ``cache_u``
+(``cs[u] < 0``: not cached; an unbounded cache has ``cs[u] = u``). Each kernel makes one pass over the units it is given, instead of the
 three or four passes (and temporaries) that NumPy fancy indexing would need.
 """
 
@@ -13,31 +14,35 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def apply_own(shard, cache_u, oplog_u, units, P):
+def apply_own(shard, cache_u, cs, oplog_u, units, P):
     """Move my own coalesced deltas into my shard: shard[u // P] += oplog[u],
-    cache[u] += oplog[u] (read-my-writes), oplog[u] = 0."""
+    cache[u] += oplog[u] if cached (read-my-writes), oplog[u] = 0."""
     bw = oplog_u.shape[1]
     for k in range(units.size):
         u = units[k]
         s = u // P
+        c = cs[u]
         for j in range(bw):
             v = oplog_u[u, j]
             shard[s, j] += v
-            cache_u[u, j] += v
+            if c >= 0:
+                cache_u[c, j] += v
             oplog_u[u, j] = 0
 
 
 @njit(cache=True, nogil=True)
-def pack_units(oplog_u, cache_u, units, out):
+def pack_units(oplog_u, cache_u, cs, units, out):
     """Copy deltas of ``units`` into the send buffer ``out``, fold them into the
-    cache and clear them from the oplog."""
+    cached copies and clear them from the oplog."""
     bw = oplog_u.shape[1]
     for k in range(units.size):
         u = units[k]
+        c = cs[u]
         for j in range(bw):
             v = oplog_u[u, j]
             out[k, j] = v
-            cache_u[u, j] += v
+            if c >= 0:
+                cache_u[c, j] += v
             oplog_u[u, j] = 0
 
 
@@ -64,14 +69,15 @@ def add_rows(shard, slots, vals):
 
 
 @njit(cache=True, nogil=True)
-def gather_own(cache_u, shard, units, P):
-    """cache[u] = shard[u // P] for units I own (a local fetch)."""
+def gather_own(cache_u, cs, shard, units, P):
+    """cache[u] = shard[u // P] for units I own (a local fetch; all cached)."""
     bw = cache_u.shape[1]
     for k in range(units.size):
         u = units[k]
         s = u // P
+        c = cs[u]
         for j in range(bw):
-            cache_u[u, j] = shard[s, j]
+            cache_u[c, j] = shard[s, j]
 
 
 @njit(cache=True, nogil=True)
@@ -88,7 +94,7 @@ def count_nnz(src_u, units, out):
 
 
 @njit(cache=True, nogil=True)
-def pack_sparse(src_u, cache_u, units, counts, cols, vals):
+def pack_sparse(src_u, cache_u, cs, units, counts, cols, vals):
     """Sparse twin of pack_units: write the nonzero deltas of ``units`` as
     (column, value) pairs, ``counts[k]`` per unit, fold them into the cache and
     clear them from ``src_u``."""
@@ -96,13 +102,15 @@ def pack_sparse(src_u, cache_u, units, counts, cols, vals):
     p = 0
     for k in range(units.size):
         u = units[k]
+        c = cs[u]
         n = 0
         for j in range(bw):
             v = src_u[u, j]
             if v != 0:
                 cols[p] = j
                 vals[p] = v
-                cache_u[u, j] += v
+                if c >= 0:
+                    cache_u[c, j] += v
                 src_u[u, j] = 0
                 p += 1
                 n += 1
@@ -145,28 +153,69 @@ def add_sparse_to(recv, us, cu, counts, cols, vals):
 
 
 @njit(cache=True, nogil=True)
-def log_rows(cache_u, units, vals, want, base, pos):
+def log_rows(cache_u, cs, units, vals, want, base, pos):
     """A dense delta-log entry at position ``pos``: cache[u] += vals for the units the
     fetch wants whose cached copy predates the entry (base[u] <= pos)."""
     bw = vals.shape[1]
     for k in range(units.size):
         u = units[k]
         if want[u] and base[u] <= pos:
+            cu = cs[u]
             for c in range(bw):
-                cache_u[u, c] += vals[k, c]
+                cache_u[cu, c] += vals[k, c]
 
 
 @njit(cache=True, nogil=True)
-def log_sparse(cache_u, units, counts, cols, vals, want, base, pos):
+def log_sparse(cache_u, cs, units, counts, cols, vals, want, base, pos):
     """Sparse twin of log_rows."""
     p = 0
     for k in range(units.size):
         u = units[k]
         n = counts[k]
         if want[u] and base[u] <= pos:
+            cu = cs[u]
             for q in range(p, p + n):
-                cache_u[u, cols[q]] += vals[q]
+                cache_u[cu, cols[q]] += vals[q]
         p += n
+
+
+@njit(cache=True, nogil=True)
+def note_fresh(fresh, slots, tag, origin):
+    """Owner: data of ``origin`` tagged ``tag`` reached ``slots``. ``fresh[s]`` =
+    (newest tag, its origin, newest tag of every other origin), so that the newest
+    tag of origins other than any one reader is known (``fresh_for``)."""
+    for k in range(slots.size):
+        s = slots[k]
+        if fresh[s, 1] == origin:
+            if tag > fresh[s, 0]:
+                fresh[s, 0] = tag
+        elif tag > fresh[s, 0]:
+            fresh[s, 2] = fresh[s, 0]
+            fresh[s, 0] = tag
+            fresh[s, 1] = origin
+        elif tag > fresh[s, 2]:
+            fresh[s, 2] = tag
+
+
+@njit(cache=True, nogil=True)
+def log_fresh(ofresh, units, want, base, pos, tag):
+    """A delta-log entry of another origin tagged ``tag`` at ``pos``: the copies it
+    updates (see log_rows) now hold data that fresh."""
+    for k in range(units.size):
+        u = units[k]
+        if want[u] and base[u] <= pos and tag > ofresh[u]:
+            ofresh[u] = tag
+
+
+def fresh_for(fresh: np.ndarray, me: int) -> np.ndarray:
+    """Newest data tag per slot of ``fresh`` rows (n, 3) from origins other than ``me``."""
+    return np.where(fresh[:, 1] == me, fresh[:, 2], fresh[:, 0])
+
+
+def data_tag(tag: int) -> int:
+    """The clock tag of a chunk's data from its header's tag field (non-final chunks
+    carry ``-1 - tag``, the final chunk of a send ``tag``; see mailbox.py)."""
+    return tag if tag >= 0 else -1 - tag
 
 
 def warmup(dtypes) -> None:
@@ -174,20 +223,22 @@ def warmup(dtypes) -> None:
     units = np.zeros(1, dtype=np.int64)
     for dt in dtypes:
         a, b, c = (np.zeros((1, 2), dtype=dt) for _ in range(3))
-        apply_own(a, b, c, units, 1)
-        pack_units(a, b, units, c)
+        apply_own(a, b, units, c, units, 1)
+        pack_units(a, b, units, units, c)
         hold_units(a, b, units)
         add_rows(a, units, b)
         add_rows(a[:, :1], units, b[:, :1])  # column range of a table (strided view)
-        gather_own(a, b, units, 1)
+        gather_own(a, units, b, units, 1)
         cnt, v1 = np.zeros(1, dtype=np.int32), np.zeros(1, dtype=dt)
         count_nnz(a, units, cnt)
         add_rows_to(a, units, units, b)
         want = np.zeros(1, dtype=np.bool_)
-        log_rows(a, units, b, want, units, 0)
+        log_rows(a, units, units, b, want, units, 0)
+        note_fresh(np.zeros((1, 3), dtype=np.int64), units, 1, 0)
+        log_fresh(np.zeros(1, dtype=np.int64), units, want, units, 0, 1)
         for cdt in (np.uint16, np.int32):  # column indices (TableState.col_dtype)
             cols = np.zeros(1, dtype=cdt)
-            pack_sparse(a, b, units, cnt, cols, v1)
+            pack_sparse(a, b, units, units, cnt, cols, v1)
             add_sparse(a, units, cnt, cols, v1)
             add_sparse_to(a, units, units, cnt, cols, v1)
-            log_sparse(a, units, cnt, cols, v1, want, units, 0)
+            log_sparse(a, units, units, cnt, cols, v1, want, units, 0)

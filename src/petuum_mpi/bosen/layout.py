@@ -42,6 +42,14 @@ class TableSpec:
         Per-table staleness ``s`` (ignored for bsp, where s = 0); None = server default.
     block_cols : int or None
         Force the column-block width (default: chosen from the row size).
+    managed_bytes : float or None
+        Managed communication (docs/bosen.md): this rank may send up to this many bytes
+        per second of the table's pending incs between clocks, the largest relative
+        changes first (the rest goes at ``clock()``). None (default): off. Not with bsp.
+    cache_mb : float or None
+        Bound on this table's per-rank cache of fetched copies: beyond it the least recently
+        read units are evicted and fetched again when read (a single read may not need more).
+        None (default): the whole table is cached.
     """
 
     name: str
@@ -52,6 +60,8 @@ class TableSpec:
     consistency: str | None = None
     staleness: int | None = None
     block_cols: int | None = None
+    managed_bytes: float | None = None
+    cache_mb: float | None = None
 
 
 class Layout:
@@ -124,6 +134,14 @@ def validate_spec(spec: Any) -> TableSpec:
         raise UsageError(f"table {n!r}: staleness must be an integer >= 0, got {spec.staleness!r}")
     if spec.block_cols is not None and (not isinstance(spec.block_cols, (int, np.integer)) or spec.block_cols < 1):
         raise UsageError(f"table {n!r}: block_cols must be a positive integer, got {spec.block_cols!r}")
+    mb = spec.managed_bytes
+    if mb is not None and (isinstance(mb, bool) or not isinstance(mb, (int, float, np.integer, np.floating))
+                           or not mb > 0):
+        raise UsageError(f"table {n!r}: managed_bytes must be a number > 0 (bytes per second) or None, got {mb!r}")
+    cm = spec.cache_mb
+    if cm is not None and (isinstance(cm, bool) or not isinstance(cm, (int, float, np.integer, np.floating))
+                           or not cm > 0):
+        raise UsageError(f"table {n!r}: cache_mb must be a number > 0 or None, got {cm!r}")
     init = spec.init
     if not np.isscalar(init):
         arr = np.asarray(init)

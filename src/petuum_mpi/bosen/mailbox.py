@@ -46,6 +46,7 @@ to rows it fetches from that owner (read-my-writes).
 from __future__ import annotations
 
 import collections
+import time
 
 import numpy as np
 
@@ -55,6 +56,7 @@ from .window import CHUNK_HDR, align
 
 _DATA, _SKIP, _SPARSE = 1, 2, 3
 SPARSE_RATIO = 0.25  # a unit travels sparse if that takes at most this share of its dense bytes
+MANAGED_INTERVAL = 0.005  # managed communication: at most one send round per table per this many seconds
 
 
 def chunk_bytes(nu: int, nnz: int | None, t) -> int:
@@ -130,6 +132,53 @@ class Mailboxes:
             else:
                 self.send(o, tag, per[o])
 
+    def managed(self, clock: int) -> None:
+        """Managed communication (called from ``inc`` and ``get``): every table with a budget
+        (``managed_bytes`` per second, accrued up to one second's worth) sends, between clocks,
+        pending incs of units with the largest relative change ``|delta|_1 / |value|_1`` first,
+        as long as the estimated chunk bytes fit the accrued budget. Data tag ``clock + 1``
+        (this clock's data), never final: ``applied`` and so the guarantee are unchanged and
+        the rest goes at ``clock()``. Owners whose mailbox holds deferred deltas are skipped,
+        and a full mailbox leaves the units in the oplog (nothing waits)."""
+        if self.P == 1:
+            return
+        now = time.perf_counter()
+        for t in self.tables:
+            rate = t.spec.managed_bytes
+            if rate is None or now - t.mg_last < MANAGED_INTERVAL:
+                continue
+            t.mg_credit = min(t.mg_credit + rate * (now - t.mg_last), float(rate))
+            t.mg_last = now
+            du = np.flatnonzero(t.log.dirty).astype(np.int64)
+            if not du.size:
+                continue
+            d = t.log.u[du]
+            nnz = np.count_nonzero(d, axis=1)
+            ad = np.abs(d).sum(axis=1, dtype=np.float64)
+            cs = t.cache.slot_of[du]  # relative to my cached copy; uncached units count as all new
+            val = np.where(cs >= 0, np.abs(t.cache.u[np.maximum(cs, 0)]).sum(axis=1, dtype=np.float64), 0.0)
+            rel = ad / (val + 1e-300)
+            cost = np.full(du.size, 8 + t.lay.unit_bytes, dtype=np.float64)
+            if self.sparse:
+                cost = np.minimum(cost, 12 + nnz * (t.col_dtype.itemsize + t.dtype.itemsize))
+            order = np.argsort(-rel, kind="stable")
+            order = order[ad[order] > 0]
+            take = order[np.cumsum(cost[order]) + CHUNK_HDR * min(self.P, order.size) <= t.mg_credit]
+            if not take.size:
+                continue
+            sent0 = self.g["inc_bytes_sent"]
+            for o, us in by_owner(np.sort(du[take]), self.P):
+                if o == self.me:
+                    self._apply_own(clock + 1, [(t, us)], final=False)
+                elif not self.pending_tag[o]:
+                    self.send(o, clock + 1, [(t, us)], final=False)
+                else:
+                    continue
+                t.stats.managed_units += us.size
+            spent = self.g["inc_bytes_sent"] - sent0
+            t.stats.managed_bytes += spent
+            t.mg_credit -= spent
+
     def retry(self) -> None:
         """Send held deltas (and pending tags) to owners whose mailbox was full."""
         if self.pending_tag.any():
@@ -144,23 +193,28 @@ class Mailboxes:
                 out.append((t, du))
         return out
 
-    def _apply_own(self, tag: int, work) -> None:
-        win = self.win
+    def _apply_own(self, tag: int, work, final: bool = True) -> None:
+        """My own units' deltas straight into my shard (data tag ``tag``); ``final``: they
+        complete my clock ``tag - 1`` (``applied[me] = tag``; managed sends are not final)."""
+        win, P = self.win, self.P
         win.begin_write()
         try:
             for t, du in work:
                 if not t.logcap:
-                    K.apply_own(t.shard, t.cache.u, t.log.u, du, self.P)
+                    K.apply_own(t.shard, t.cache.u, t.cache.slot_of, t.log.u, du, P)
+                    K.note_fresh(t.fresh, du // P, tag, self.me)
                     t.log.dirty[du] = False
                     continue
                 # through chunks, so that the delta log records my own changes too
                 for t_, us, cnt, need in self._plan(t, du, False, t.logcap // 2):
-                    buf, units, payload = self._encode(t, us, cnt, t.log.u, 0, -1, need)
+                    buf, units, payload = self._encode(t, us, cnt, t.log.u, 0, -1 - tag, need)
                     t.log.dirty[us] = False
-                    apply_chunk(t.shard, units // self.P, payload)
+                    apply_chunk(t.shard, units // P, payload)
+                    K.note_fresh(t.fresh, units // P, tag, self.me)
                     self._log_append(t, buf, need)
-            a = win.hdr.applied
-            a[self.me] = max(int(a[self.me]), tag)
+            if final:
+                a = win.hdr.applied
+                a[self.me] = max(int(a[self.me]), tag)
         finally:
             win.end_write()
 
@@ -206,9 +260,9 @@ class Mailboxes:
         units, payload = decode(buf, 0, t)
         units[:] = du
         if cnt is None:
-            K.pack_units(src, t.cache.u, du, payload)
+            K.pack_units(src, t.cache.u, t.cache.slot_of, du, payload)
         else:
-            K.pack_sparse(src, t.cache.u, du, *payload)
+            K.pack_sparse(src, t.cache.u, t.cache.slot_of, du, *payload)
             t.stats.sent_sparse_units += nu
         return buf, units, payload
 
@@ -231,19 +285,22 @@ class Mailboxes:
         h.log_head[i] = head
         h.log_tail[i] = max(int(h.log_tail[i]), head - cap)
 
-    def send(self, o: int, tag: int, work, held: bool = False) -> bool:
+    def send(self, o: int, tag: int, work, held: bool = False, final: bool = True) -> bool:
         """Put ``work`` (list of (table, units)) and a final tag into o's mailbox.
 
         ``work`` comes from the oplog, or from the held buffers if ``held``.
         What does not fit is held (moved out of the oplog, so that incs made
         after this ``clock()`` are not sent with it: the bsp gate and the
         bounds depend on that); the tag is remembered and delivered by a later
-        call (never waits)."""
+        call (never waits). Not ``final`` (managed communication, mid-clock): no tag
+        is delivered, and what does not fit stays in the oplog for a later send."""
         win, cap = self.win, self.cap
         chunks: list = []
         for t, du in work:
             chunks += self._plan(t, du, held, cap // 2)
         if not chunks:
+            if not final:
+                return True
             chunks.append((None, None, None, CHUNK_HDR))
         base = win.ring0 + self.me * cap
         sent_any = False
@@ -269,7 +326,7 @@ class Mailboxes:
                     pos = 0
                 self.seq[o] += 1
                 seq = int(self.seq[o])
-                ftag = tag if i == len(chunks) - 1 else -1
+                ftag = tag if final and i == len(chunks) - 1 else -1 - tag
                 if t is None:
                     buf = np.zeros(need, dtype=np.uint8)
                     buf[:CHUNK_HDR].view(np.int64)[:] = (_DATA, seq, ftag, -1, 0, need, 0, self.me)
@@ -293,6 +350,8 @@ class Mailboxes:
                 self._one[0] = self.head[o]
                 win.put(self._one, o, win.hdr.disp("written", self.me))
                 win.flush(o)
+        if not final:
+            return ok
         if ok:
             self.pending_tag[o] = 0
         else:
@@ -364,6 +423,7 @@ class Mailboxes:
                         t = self.tables[tid]
                         units, payload = decode(mem, base + pos, t)
                         apply_chunk(t.shard, units // P, payload)
+                        K.note_fresh(t.fresh, units // P, K.data_tag(tag), p)
                         if t.logcap:
                             self._log_append(t, mem[base + pos : base + pos + nbytes], nbytes)
                     cons += nbytes

@@ -33,15 +33,30 @@ NEVER = -(2**62)  # fetch_tag of a unit that must be fetched before the next rea
 
 
 class Cache:
-    """Fetched copies of one table (``a``, units view ``u``) and when they were fetched."""
+    """Fetched copies of one table and when they were fetched.
 
-    def __init__(self, lay):
-        self.a = np.zeros((lay.rows, lay.width), dtype=lay.dtype)
-        self.u = self.a.reshape(lay.n_units, lay.bw)
+    Unbounded (``budget`` None): ``a`` is the whole table, ``u`` its units view and unit ``u``
+    is row ``u`` (``slot_of`` the identity). Bounded: ``u`` is a pool of ``budget // unit_bytes``
+    rows; ``slot_of[u]`` is unit ``u``'s row or -1, and the least recently read units are
+    evicted (they are fetched whole again when read: their ``fetch_tag`` and ``base`` go).
+    """
+
+    def __init__(self, lay, budget: float | None = None):
+        n = lay.n_units
+        cap = n if budget is None else int(min(n, max(1, budget // lay.unit_bytes)))
+        self.bounded = cap < n
+        self.u = np.zeros((cap, lay.bw), dtype=lay.dtype)
+        self.a = None if self.bounded else self.u.reshape(lay.rows, lay.width)
+        self.slot_of = np.full(n, -1, dtype=np.int64) if self.bounded else np.arange(n, dtype=np.int64)
+        self.unit_of = np.full(cap, -1, dtype=np.int64)
+        self.last = np.zeros(cap, dtype=np.int64)  # read stamp of each row (LRU)
+        self.stamp = 0
+        self.evictions = 0
         self.fetch_tag = np.full(lay.n_units, NEVER, dtype=np.int64)  # min applied clock at fetch
         self.fetch_clock = np.full(lay.n_units, -1, dtype=np.int64)  # my clock at fetch
         self.ever = np.zeros(lay.n_units, dtype=bool)  # fetched at least once (for essp refresh)
         self.base = np.full(lay.n_units, -1, dtype=np.int64)  # owner's delta-log head at fetch (-1: none)
+        self.ofresh = np.zeros(lay.n_units, dtype=np.int64)  # newest data tag of other origins in the copy
 
     def invalidate(self, drop_base: bool = False) -> None:
         """Every unit must be fetched again before its next read; ``drop_base``: the
@@ -50,6 +65,47 @@ class Cache:
         self.fetch_clock[:] = -1
         if drop_base:
             self.base[:] = -1
+
+    def nbytes(self) -> int:
+        """Bytes this cache holds: the copies and the per-unit bookkeeping."""
+        meta = (self.fetch_tag, self.fetch_clock, self.ever, self.base, self.ofresh, self.slot_of, self.unit_of,
+                self.last)
+        return self.u.nbytes + sum(m.nbytes for m in meta)
+
+    def hold(self, units: np.ndarray, what: str) -> None:
+        """Bounded: give every one of ``units`` (unique) a row, evicting the least recently
+        read units not among them; stamp them as read now."""
+        self.stamp += 1
+        miss = units[self.slot_of[units] < 0]
+        if miss.size:
+            cap = self.u.shape[0]
+            if units.size > cap:
+                from ..errors import UsageError
+
+                raise UsageError(f"{what}: a read of {units.size} units needs more than the cache budget "
+                                 f"({cap} units of {self.u.shape[1] * self.u.itemsize} bytes); raise cache_mb")
+            mine = np.zeros(cap, dtype=bool)
+            mine[self.slot_of[units[self.slot_of[units] >= 0]]] = True
+            free = np.flatnonzero(self.unit_of < 0)
+            if free.size < miss.size:
+                cand = np.flatnonzero(~mine & (self.unit_of >= 0))
+                old = cand[np.argsort(self.last[cand], kind="stable")[: miss.size - free.size]]
+                gone = self.unit_of[old]
+                self.slot_of[gone] = -1
+                self.fetch_tag[gone] = NEVER
+                self.fetch_clock[gone] = -1
+                self.ever[gone] = False
+                self.base[gone] = -1
+                self.unit_of[old] = -1
+                self.evictions += gone.size
+                free = np.flatnonzero(self.unit_of < 0)
+            got = free[: miss.size]
+            self.slot_of[miss] = got
+            self.unit_of[got] = miss
+            self.fetch_tag[miss] = NEVER
+            self.fetch_clock[miss] = -1
+            self.base[miss] = -1
+        self.last[self.slot_of[units]] = self.stamp
 
 
 class Reader:
@@ -69,6 +125,8 @@ class Reader:
             units = np.arange(sel * lay.nb, (sel + 1) * lay.nb, dtype=np.int64)
         else:
             units = lay.units_of_rows(sel)
+        if cache.bounded:
+            cache.hold(np.unique(units), f"table {t.name!r}")
         if t.consistency == "asp":
             need = units[cache.fetch_clock[units] < clock]
             required = None
@@ -80,7 +138,15 @@ class Reader:
             self.fetch(t, np.unique(need), required, clock)
         mt = int(cache.fetch_tag[units].min())
         t.stats.read(clock - mt, cached)
+        if self.P > 1:
+            t.stats.observed(clock - int(cache.ofresh[units].min()))
         idx = slice(None) if sel is None else sel
+        if cache.bounded:  # gather the rows' units from the pool (a copy)
+            rows = cache.u[cache.slot_of[units]].reshape(-1, lay.width)[:, : lay.cols]
+            out, is_copy = t.log.add_own(rows[0] if single else rows, idx, units, True)
+            if single:
+                out.flags.writeable = False
+            return out
         is_copy = not (single or sel is None)  # fancy indexing copies
         out, is_copy = t.log.add_own(cache.a[idx, : lay.cols], idx, units, is_copy)
         if is_copy:
@@ -109,7 +175,8 @@ class Reader:
                     if required is None or mt >= required:
                         break
                     self.sync.wait(t, back)
-                K.gather_own(cache.u, t.shard, us, P)
+                K.gather_own(cache.u, cache.slot_of, t.shard, us, P)
+                cache.ofresh[us] = K.fresh_for(t.fresh[us // P], self.me)
             else:
                 mt = self._fetch_remote(t, o, us, required, back)
             cache.fetch_tag[us] = mt
@@ -148,25 +215,29 @@ class Reader:
             ends = np.concatenate((brk, [slots.size])) if slots.size else brk
             recv = np.empty((whole.size, bw), dtype=t.dtype)
             rb = recv.view(np.uint8).reshape(-1)
+            frecv = np.empty((whole.size, 3), dtype=np.int64)  # the units' freshness at the owner
+            fb = frecv.view(np.uint8).reshape(-1)
             for a, b in zip(starts.tolist(), ends.tolist()):
                 win.get(rb[a * ub : b * ub], o, t.offset + int(slots[a]) * ub)
+                win.get(fb[a * 24 : b * 24], o, t.foff + int(slots[a]) * 24)
             logbuf = self._get_log(t, o, lmin, head) if use_log else None
             win.flush(o)
             win.get(ver, o, h.disp("version"))
             win.flush(o)
             nlog = 0 if logbuf is None else logbuf.size
-            g["pull_bytes_recv"] += recv.nbytes + nlog + 8
+            g["pull_bytes_recv"] += recv.nbytes + frecv.nbytes + nlog + 8
             if int(ver[0]) == v1:
                 break
             g["torn_reads"] += 1
-        n = starts.size + 2 + (0 if logbuf is None else 1 + ((lmin % t.logcap) + nlog > t.logcap))
+        n = 2 * starts.size + 2 + (0 if logbuf is None else 1 + ((lmin % t.logcap) + nlog > t.logcap))
         t.stats.fetch_msgs += n
         t.stats.fetch_bytes += recv.nbytes + nlog
         g["gets"] += n
         g["bytes_fetched"] += recv.nbytes + nlog
         if whole.size:
             self.mail.add_unapplied(o, t, whole, recv, cseq)
-            cache.u[whole] = recv
+            cache.u[cache.slot_of[whole]] = recv
+            cache.ofresh[whole] = K.fresh_for(frecv, self.me)
         if logbuf is not None:
             self._apply_log(t, us[has_base], logbuf, lmin, head)
             t.stats.fetch_log_bytes += nlog
@@ -205,8 +276,9 @@ class Reader:
                 continue
             if int(hh[7]) != self.me:
                 cu, payload = decode(buf, q - lo, t)
+                K.log_fresh(cache.ofresh, cu, want, cache.base, q, K.data_tag(int(hh[2])))
                 if isinstance(payload, tuple):
-                    K.log_sparse(cache.u, cu, *payload, want, cache.base, q)
+                    K.log_sparse(cache.u, cache.slot_of, cu, *payload, want, cache.base, q)
                 else:
-                    K.log_rows(cache.u, cu, payload, want, cache.base, q)
+                    K.log_rows(cache.u, cache.slot_of, cu, payload, want, cache.base, q)
             q += int(hh[5])

@@ -117,6 +117,10 @@ class ParameterServer:
             raise UsageError(f"table {sorted(dup)[0]!r} is declared twice")
         self._tables = [TableState(i, s, self.P, self.me, consistency, staleness) for i, s in enumerate(specs)]
         self._by_name = {t.name: t for t in self._tables}
+        for t in self._tables:
+            if t.spec.managed_bytes is not None and t.consistency == "bsp":
+                raise UsageError(f"table {t.name!r}: managed_bytes needs ssp, essp or asp (bsp sends only at the gate)")
+        self._managed = any(t.spec.managed_bytes is not None for t in self._tables) and self.P > 1
         self.consistency, self.staleness = consistency, int(staleness)
         self.snapshot_every, self.snapshot_dir = int(snapshot_every), snapshot_dir
         self.sparse = bool(sparse)
@@ -177,6 +181,8 @@ class ParameterServer:
         """
         t = self._t(table)
         self._sync.progress()
+        if self._managed:
+            self._mail.managed(self._clock)
         single, sel = self._rows(t, rows)
         return self._reader.read(t, single, sel, self._clock)
 
@@ -212,6 +218,8 @@ class ParameterServer:
         t.stats.incs += 1
         if self.P > 1 and self._mail.waiting():
             self._mail.drain()
+        if self._managed:
+            self._mail.managed(self._clock)
 
     def clock(self, state: Mapping[str, np.ndarray] | None = None) -> int:
         """End this worker's clock: send the coalesced incs, advance the clock.
@@ -289,6 +297,7 @@ class ParameterServer:
         self._sync.restart_at(clk)
         for t in self._tables:
             t.cache.invalidate(drop_base=True)  # the shards were rewritten outside the delta log
+            t.fresh[:] = (clk, -1, clk)  # the shards hold everything of clocks < clk
         self.comm.Barrier()
         return clk, state
 
@@ -305,7 +314,9 @@ class ParameterServer:
         reader's clock minus the clock the row is guaranteed to reflect),
         wait_s, fetch/sent units, bytes and messages, clocks_per_s.
         """
-        return telemetry.rank_stats(self.me, self._clock, time.perf_counter() - self._t0, self._g, self._tables)
+        out = telemetry.rank_stats(self.me, self._clock, time.perf_counter() - self._t0, self._g, self._tables)
+        out["bytes_per_rank"] = telemetry.memory(self._tables, self._win.nbytes)
+        return out
 
     def figures(self, table: str) -> dict:
         """Headline figures of this rank for one metrics row: staleness of

@@ -22,13 +22,14 @@ class TableState:
         self.dtype = lay.dtype
         # column index of a sparse entry within its unit (mailbox.py)
         self.col_dtype = np.dtype(np.uint16) if lay.bw < 2**16 else np.dtype(np.int32)
-        self.cache = Cache(lay)
+        self.cache = Cache(lay, None if spec.cache_mb is None else spec.cache_mb * 2**20)
         self.log = Oplog(lay)
         self.nslots = lay.n_slots(me)
         self.offset = 0  # byte offset of the shard in the window
         self.log0, self.logcap = 0, 0  # the delta log in the window (set by the window)
         self.shard: np.ndarray | None = None
         self.stats = TableStats()
+        self.mg_credit, self.mg_last = 0.0, 0.0  # managed communication: bytes allowed, last round (mailbox.py)
 
     def init_shard(self, me: int, P: int) -> None:
         """Fill my shard from ``spec.init`` (padding columns of wide rows stay 0)."""

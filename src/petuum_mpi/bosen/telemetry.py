@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 HIST_BINS = 32  # staleness 0..30 and ">= 31"
+OBS_LO, OBS_BINS = -16, 64  # observed staleness: bins <= -16, -15, ..., 46, >= 47
 _SUMMED = ("msgs", "bytes_sent", "bytes_fetched", "gets", "chunks_applied", "torn_reads", "deferred_sends",
            "inc_bytes_sent", "inc_bytes_recv", "pull_bytes_recv")
 
@@ -30,8 +31,20 @@ def rank_stats(rank: int, clock: int, elapsed: float, g: dict, tables) -> dict:
     """``stats()`` of one rank: the counters ``g`` and every table's."""
     out = {"rank": rank, "clock": clock, "elapsed_s": elapsed, **g}
     out["per_clock"] = per_clock(g, clock, elapsed)
-    out["tables"] = {t.name: t.stats.as_dict(elapsed, clock) for t in tables}
+    out["tables"] = {t.name: {**t.stats.as_dict(elapsed, clock), "cache_evictions": t.cache.evictions} for t in tables}
     return out
+
+
+def memory(tables, window_bytes: int) -> dict:
+    """Bytes this rank holds: ``window`` (header, mailboxes, delta logs, shards, freshness),
+    of which ``shards`` are its part of the tables; ``caches`` (fetched copies and their
+    bookkeeping) and ``oplogs`` (unsent and held deltas); ``total`` = window + caches + oplogs."""
+    caches = sum(t.cache.nbytes() for t in tables)
+    oplogs = sum(t.log.a.nbytes + t.log.dirty.nbytes * 2 + (0 if t.log.held is None else t.log.held.nbytes)
+                 for t in tables)
+    shards = sum(t.shard.nbytes for t in tables if t.shard is not None)
+    return {"window": window_bytes, "shards": shards, "caches": caches, "oplogs": oplogs,
+            "total": window_bytes + caches + oplogs}
 
 
 def merge_ranks(allst: list[dict], names: list[str]) -> dict:
@@ -43,6 +56,7 @@ def merge_ranks(allst: list[dict], names: list[str]) -> dict:
         out[k] = sum(s[k] for s in allst)
     out["tables"] = {n: merge([s["tables"][n] for s in allst]) for n in names}
     out["per_clock_max"] = {k: max(s["per_clock"][k] for s in allst) for k in allst[0]["per_clock"]}
+    out["bytes_per_rank_max"] = {k: max(s["bytes_per_rank"][k] for s in allst) for k in allst[0]["bytes_per_rank"]}
     return out
 
 
@@ -52,9 +66,12 @@ def figures(stats: dict, table: str) -> dict:
     bytes per clock (incs sent, pulls received)."""
     t = stats["tables"][table]
     pc = stats["per_clock"]
-    return {"staleness_mean": t["staleness_mean"], "staleness_max": t["staleness_max"], "wait_s": stats["wait_s"],
+    return {"staleness_mean": t["staleness_mean"], "staleness_max": t["staleness_max"],
+            "observed_staleness_mean": t["observed_mean"], "observed_staleness_var": t["observed_var"],
+            "wait_s": stats["wait_s"],
             "bytes_sent": stats["bytes_sent"], "msgs": stats["msgs"],
-            "inc_bytes_per_clock": pc["inc_bytes_sent"], "pull_bytes_per_clock": pc["pull_bytes_recv"]}
+            "inc_bytes_per_clock": pc["inc_bytes_sent"], "pull_bytes_per_clock": pc["pull_bytes_recv"],
+            "bytes_per_rank": stats["bytes_per_rank"]["total"]}
 
 
 class TableStats:
@@ -77,6 +94,26 @@ class TableStats:
         self.sent_sparse_units = 0
         self.fetch_log_bytes = 0
         self.fetch_log_units = 0
+        self.obs_n = 0
+        self.obs_sum = 0.0
+        self.obs_sq = 0.0
+        self.obs_min = 0
+        self.obs_max = 0
+        self.obs_hist = np.zeros(OBS_BINS, dtype=np.int64)
+        self.managed_units = 0
+        self.managed_bytes = 0
+
+    def observed(self, st: int) -> None:
+        """A read whose copy's newest data of other workers is ``st`` clocks older than
+        the reader's clock (the oldest such unit of the read)."""
+        if self.obs_n == 0 or st < self.obs_min:
+            self.obs_min = st
+        if self.obs_n == 0 or st > self.obs_max:
+            self.obs_max = st
+        self.obs_n += 1
+        self.obs_sum += st
+        self.obs_sq += st * st
+        self.obs_hist[min(max(st - OBS_LO, 0), OBS_BINS - 1)] += 1
 
     def read(self, staleness: int, cached: bool) -> None:
         self.reads += 1
@@ -90,7 +127,17 @@ class TableStats:
     def as_dict(self, elapsed: float, clocks: int) -> dict:
         n = max(self.reads, 1)
         mean = self.st_sum / n
+        on = max(self.obs_n, 1)
+        omean = self.obs_sum / on
         return {
+            "observed_count": self.obs_n,
+            "observed_mean": omean,
+            "observed_var": max(self.obs_sq / on - omean * omean, 0.0),
+            "observed_min": int(self.obs_min),
+            "observed_max": int(self.obs_max),
+            "observed_hist": self.obs_hist.tolist(),
+            "managed_units": self.managed_units,
+            "managed_bytes": self.managed_bytes,
             "reads": self.reads,
             "cached_reads": self.cached_reads,
             "staleness_mean": mean,
@@ -117,7 +164,8 @@ def merge(dicts: list[dict]) -> dict:
     out: dict = {}
     reads = sum(d["reads"] for d in dicts)
     for k in ("reads", "cached_reads", "fetch_units", "fetch_msgs", "fetch_bytes", "incs", "sent_units", "sent_bytes",
-              "sent_sparse_units", "fetch_log_bytes", "fetch_log_units"):
+              "sent_sparse_units", "fetch_log_bytes", "fetch_log_units", "observed_count", "managed_units",
+              "managed_bytes", "cache_evictions"):
         out[k] = sum(d[k] for d in dicts)
     if reads:
         mean = sum(d["staleness_mean"] * d["reads"] for d in dicts) / reads
@@ -128,6 +176,18 @@ def merge(dicts: list[dict]) -> dict:
     out["staleness_var"] = max(sq - mean * mean, 0.0)
     out["staleness_max"] = max(d["staleness_max"] for d in dicts)
     out["staleness_hist"] = np.sum([d["staleness_hist"] for d in dicts], axis=0).tolist()
+    on = out["observed_count"]
+    have = [d for d in dicts if d["observed_count"]]
+    if on:
+        om = sum(d["observed_mean"] * d["observed_count"] for d in have) / on
+        osq = sum((d["observed_var"] + d["observed_mean"] ** 2) * d["observed_count"] for d in have) / on
+    else:
+        om, osq = 0.0, 0.0
+    out["observed_mean"] = om
+    out["observed_var"] = max(osq - om * om, 0.0)
+    out["observed_min"] = min((d["observed_min"] for d in have), default=0)
+    out["observed_max"] = max((d["observed_max"] for d in have), default=0)
+    out["observed_hist"] = np.sum([d["observed_hist"] for d in dicts], axis=0).tolist()
     out["wait_s_max"] = max(d["wait_s"] for d in dicts)
     out["wait_s_mean"] = float(np.mean([d["wait_s"] for d in dicts]))
     out["clocks_per_s_min"] = min(d["clocks_per_s"] for d in dicts)

@@ -71,7 +71,12 @@ class Window:
             off = align(off)
             t.offset = off  # same on every rank
             off += t.lay.n_slots(0) * t.lay.unit_bytes
+        for t in tables:  # freshness of every slot: (newest tag, its origin, newest tag of any other origin)
+            off = align(off, 8)
+            t.foff = off
+            off += t.lay.n_slots(0) * 24
         size = align(max(off, 64))
+        self.nbytes = size
         self.win = MPI.Win.Allocate(size, 1, comm=comm)
         self.mem = np.frombuffer(self.win.tomemory(), dtype=np.uint8, count=size)
         self.mem[:] = 0
@@ -82,6 +87,8 @@ class Window:
                 t.nslots, t.lay.bw
             )
             t.init_shard(me, P)
+            t.fresh = self.mem[t.foff : t.foff + t.nslots * 24].view(np.int64).reshape(t.nslots, 3)
+            t.fresh[:, 1] = -1  # initial values: tag 0 of no origin
         # A receive that never matches: testing it drives MPI's progress engine.
         self._pcomm = comm.Dup() if P > 1 else None
         self._pbuf = np.zeros(1, dtype=np.int64)
