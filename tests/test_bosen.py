@@ -108,6 +108,19 @@ def test_read_my_writes_and_column_ranges(comm):
     assert _all(comm, np.array_equal(full, exp * P))
 
 
+@pytest.mark.parametrize("bounded", [False, True])
+def test_reading_no_rows_gives_an_empty_block(comm, bounded):
+    """An empty row selection (an app's empty block) reads nothing and waits for nothing."""
+    spec = TableSpec("t", 6, 3, "float32", cache_mb=1e-4 if bounded else None)
+    with ParameterServer([spec], comm, consistency="ssp", staleness=1) as ps:
+        ps.inc("t", [1], np.ones((1, 3), dtype=np.float32))
+        ps.clock()
+        got = [ps.get("t", np.array([], dtype=np.int64)), ps.get("t", slice(4, 4)), ps.get("t", [])]
+        ps.barrier()
+    ok = all(g.shape == (0, 3) and g.dtype == np.float32 for g in got)
+    assert _all(comm, ok)
+
+
 def test_asp_never_waits_for_a_sleeping_rank(comm):
     P, me = comm.size, comm.rank
     clocks = 20

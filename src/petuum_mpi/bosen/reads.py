@@ -125,6 +125,8 @@ class Reader:
             units = np.arange(sel * lay.nb, (sel + 1) * lay.nb, dtype=np.int64)
         else:
             units = lay.units_of_rows(sel)
+        if units.size == 0:  # no rows asked for: nothing to read, nothing to wait for
+            return np.empty((0, lay.cols), dtype=t.dtype)
         if cache.bounded:
             cache.hold(np.unique(units), f"table {t.name!r}")
         if t.consistency == "asp":
