@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Bench  # noqa: E402
+from lasso_data import alpha_max, genotypes  # noqa: E402
 
 from petuum_mpi.apps.lasso import Lasso, lasso_path  # noqa: E402
 from petuum_mpi.data.synth import make_regression  # noqa: E402
@@ -140,27 +141,6 @@ def case(name, X, y, alpha, fit_intercept=True):
               root_wait_fraction=float(tel.get("root_wait_fraction", 0.0)))
 
 
-def alpha_max(X, y, fit_intercept):
-    yc = y - y.mean() if fit_intercept else y
-    g = np.asarray(X.T @ yc).ravel()
-    if fit_intercept:
-        g = g - np.asarray(X.mean(axis=0)).ravel() * yc.sum()
-    return np.abs(g).max() / len(y)
-
-
-def genotypes(n, p, block=8, seed=2):
-    """0/1/2 minor-allele counts; columns in blocks of ``block`` share a haplotype (linkage)."""
-    rng = np.random.default_rng(seed)
-    maf = rng.uniform(0.05, 0.5, p)
-    base = rng.random((n, p // block + 1)).repeat(block, axis=1)[:, :p]
-    noise = rng.random((n, p))
-    u = np.where(rng.random((n, p)) < 0.8, base, noise)  # 80 % of a row's block shares one draw
-    G = (u < maf).astype(np.float64) + (np.roll(u, 1, axis=0) < maf)
-    coef = np.zeros(p)
-    idx = rng.choice(p, 50, replace=False)
-    coef[idx] = rng.standard_normal(50)
-    y = G @ coef + rng.standard_normal(n)
-    return np.asfortranarray(G), y
 
 
 if "tall" in ONLY or "path" in ONLY:

@@ -22,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Bench  # noqa: E402
+from lasso_data import alpha_max, genotypes  # noqa: E402
 
 from petuum_mpi.apps.lasso import Lasso  # noqa: E402
 from petuum_mpi.data.synth import make_regression  # noqa: E402
@@ -48,26 +49,6 @@ a = bench.args
 comm = bench.comm
 
 
-def genotypes(n, p, block=8, seed=2):
-    """bench_lasso's 0/1/2 genotypes: blocks of ``block`` columns share a haplotype."""
-    rng = np.random.default_rng(seed)
-    maf = rng.uniform(0.05, 0.5, p)
-    base = rng.random((n, p // block + 1)).repeat(block, axis=1)[:, :p]
-    noise = rng.random((n, p))
-    u = np.where(rng.random((n, p)) < 0.8, base, noise)
-    G = (u < maf).astype(np.float64) + (np.roll(u, 1, axis=0) < maf)
-    coef = np.zeros(p)
-    idx = rng.choice(p, 50, replace=False)
-    coef[idx] = rng.standard_normal(50)
-    return np.asfortranarray(G), G @ coef + rng.standard_normal(n)
-
-
-def alpha_max(X, y, fit_intercept):
-    yc = y - y.mean() if fit_intercept else y
-    g = np.asarray(X.T @ yc).ravel()
-    if fit_intercept:
-        g = g - np.asarray(X.mean(axis=0)).ravel() * yc.sum()
-    return np.abs(g).max() / len(y)
 
 
 def fits(regimes, schedulers, reps):

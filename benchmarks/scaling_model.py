@@ -186,28 +186,12 @@ def fit_c_byte(t2, compute1, nbytes2, alpha2, beta2, fixed=0.0):
 
 
 # ============================================================== measuring (under mpiexec)
-def genotypes(n, p, block=8, seed=2):
-    """bench_lasso.py's genomics design: 0/1/2 counts, blocks of ``block`` correlated columns."""
-    rng = np.random.default_rng(seed)
-    maf = rng.uniform(0.05, 0.5, p)
-    base = rng.random((n, p // block + 1)).repeat(block, axis=1)[:, :p]
-    u = np.where(rng.random((n, p)) < 0.8, base, rng.random((n, p)))
-    G = (u < maf).astype(np.float64) + (np.roll(u, 1, axis=0) < maf)
-    coef = np.zeros(p)
-    idx = rng.choice(p, 50, replace=False)
-    coef[idx] = rng.standard_normal(50)
-    return np.asfortranarray(G), G @ coef + rng.standard_normal(n)
-
-
-def alpha_max(X, y, fit_intercept):
-    yc = y - y.mean() if fit_intercept else y
-    g = np.asarray(X.T @ yc).ravel()
-    if fit_intercept:
-        g = g - np.asarray(X.mean(axis=0)).ravel() * yc.sum()
-    return np.abs(g).max() / len(y)
 
 
 def strads_measure(out, repeat):
+    sys.path.insert(0, HERE)
+    from lasso_data import alpha_max, genotypes
+
     from mpi4py import MPI
 
     import petuum_mpi.apps.lasso.estimator as est_mod

@@ -272,9 +272,9 @@ def warmup_gram():
 
 
 # ====================================================================== one rank: the working set on its columns
-@numba.njit(cache=True)
-def _local_gap(cols, W, w, r, rsum, mu, y, n, a, b):
-    """(gap, primal) of the problem restricted to ``W`` (``EnetProblem.gap(W)``'s figures, local data)."""
+@numba.njit(cache=True, inline="always")
+def _coef_sums(w, mu):
+    """(mu . w, ||w||_1, ||w||^2): the intercept shift and the penalties' sums."""
     c = 0.0
     l1 = 0.0
     w2 = 0.0
@@ -282,6 +282,13 @@ def _local_gap(cols, W, w, r, rsum, mu, y, n, a, b):
         c += mu[j] * w[j]
         l1 += abs(w[j])
         w2 += w[j] * w[j]
+    return c, l1, w2
+
+
+@numba.njit(cache=True)
+def _local_gap(cols, W, w, r, rsum, mu, y, n, a, b):
+    """(gap, primal) of the problem restricted to ``W`` (``EnetProblem.gap(W)``'s figures, local data)."""
+    c, l1, w2 = _coef_sums(w, mu)
     if b == 0.0:
         w2 = 0.0
     rr = 0.0
@@ -304,13 +311,7 @@ def _local_gap(cols, W, w, r, rsum, mu, y, n, a, b):
 
 @numba.njit(cache=True)
 def _primal(w, r, rsum, mu, n, a, b):
-    c = 0.0
-    l1 = 0.0
-    w2 = 0.0
-    for j in range(w.shape[0]):
-        c += mu[j] * w[j]
-        l1 += abs(w[j])
-        w2 += w[j] * w[j]
+    c, l1, w2 = _coef_sums(w, mu)
     rr = 0.0
     for i in range(r.shape[0]):
         rr += r[i] * r[i]
