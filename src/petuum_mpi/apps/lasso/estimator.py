@@ -158,16 +158,12 @@ class EnetProblem:
         tot = (reduce or self.reduce)(buf)
         xtr, rr, rs, ry = tot[:m], tot[m], tot[m + 1], tot[m + 2]
         c = float(self.mu @ self.w)
-        R2 = max(rr + 2.0 * c * rs + self.n * c * c, 0.0)
-        wv = self.w[vars_]
-        XtA = xtr - self.b * wv
+        XtA = xtr - self.b * self.w[vars_]
         dual_norm = float(np.abs(XtA).max(initial=0.0))
         w2 = float(self.w @ self.w) if self.b > 0 else 0.0
         l1 = float(np.abs(self.w).sum())
-        primal = 0.5 * (R2 + self.b * w2) + self.a * l1
-        scale = self.a / dual_norm if dual_norm > self.a else 1.0
-        dual = -0.5 * scale * scale * (R2 + self.b * w2) + scale * ry
-        return primal - dual, primal, XtA, dual_norm
+        gap, primal = K.duality_gap(rr, rs, ry, c, l1, w2, dual_norm, self.n, self.a, self.b)
+        return gap, primal, XtA, dual_norm
 
     def gram(self, W, reduce=None):
         """Centred Gram matrix and gradients of the working set ``W`` (one Allreduce).

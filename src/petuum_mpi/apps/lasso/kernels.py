@@ -109,6 +109,7 @@ def warmup():
         cd(cols, v, w.copy(), r.copy(), 0.0, mu, nrm, mu, 0.1, 0.0, out)
     col_stats_sparse(S.indptr.astype(np.int64), S.data, out.copy(), out.copy())
     enet_values(v, out, w, nrm, 0.1, 0.0, out)
+    duality_gap(1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 3, 0.1, 0.0)  # EnetProblem.gap's call from Python
     warmup_gram()
     warmup_ws()
 
@@ -272,6 +273,18 @@ def warmup_gram():
 
 
 # ====================================================================== one rank: the working set on its columns
+@numba.njit(cache=True)
+def duality_gap(rr, rsum, ry, c, l1, w2, dual_norm, n, a, b):
+    """(gap, primal) of the elastic net (scikit-learn's formulation A, unscaled) from the sums of
+    the raw residual ``r = y_c - X w`` (rr = r.r, rsum = sum r, ry = r.y_c), c = mu.w, ||w||_1,
+    ||w||^2 (0 when b = 0) and the dual norm max |X^T R_c - b w| over the variables considered."""
+    R2 = max(rr + 2.0 * c * rsum + n * c * c, 0.0)
+    primal = 0.5 * (R2 + b * w2) + a * l1
+    s = a / dual_norm if dual_norm > a else 1.0
+    dual = -0.5 * s * s * (R2 + b * w2) + s * ry
+    return primal - dual, primal
+
+
 @numba.njit(cache=True, inline="always")
 def _coef_sums(w, mu):
     """(mu . w, ||w||_1, ||w||^2): the intercept shift and the penalties' sums."""
@@ -302,11 +315,7 @@ def _local_gap(cols, W, w, r, rsum, mu, y, n, a, b):
         xa = abs(row_dot(cols, j, r) - mu[j] * rsum - b * w[j])
         if xa > dn:
             dn = xa
-    R2 = max(rr + 2.0 * c * rsum + n * c * c, 0.0)
-    primal = 0.5 * (R2 + b * w2) + a * l1
-    s = a / dn if dn > a else 1.0
-    dual = -0.5 * s * s * (R2 + b * w2) + s * ry
-    return primal - dual, primal
+    return duality_gap(rr, rsum, ry, c, l1, w2, dn, n, a, b)
 
 
 @numba.njit(cache=True)
@@ -315,7 +324,7 @@ def _primal(w, r, rsum, mu, n, a, b):
     rr = 0.0
     for i in range(r.shape[0]):
         rr += r[i] * r[i]
-    return 0.5 * (max(rr + 2.0 * c * rsum + n * c * c, 0.0) + b * w2) + a * l1
+    return duality_gap(rr, rsum, 0.0, c, l1, w2, 0.0, n, a, b)[1]
 
 
 @numba.njit(cache=True)
