@@ -31,7 +31,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..estimator import Estimator, Param, local_rows
-from ..runtime import allreduce_sum, get_comm, warm_once
+from ..runtime import allreduce_sum, get_comm, one_blas_thread, warm_once
 
 __all__ = ["DataParallelEstimator", "Run", "Contribution", "seed_from_root"]
 
@@ -149,6 +149,7 @@ class DataParallelEstimator(Estimator):
         pass
 
     # -- the driver ---------------------------------------------------------------------
+    @one_blas_thread()  # a rank is a core
     def fit(self, X, y=None, *, test=None, callback=None):
         """Fit (collective, any rank count): ``X`` a dataset folder or full arrays on every rank."""
         from ..bosen import ParameterServer

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..estimator import Estimator, Param, local_rows
-from ..runtime import get_comm, warm_once
+from ..runtime import get_comm, one_blas_thread, warm_once
 from .dataparallel import Run
 
 __all__ = ["ModelParallelEstimator", "Sweeper", "AppAdapter"]
@@ -224,6 +224,7 @@ class ModelParallelEstimator(Estimator):
         for k, v in state.items():
             getattr(r, k)[...] = v
 
+    @one_blas_thread()  # a rank is a core
     def fit(self, X, y=None, *, test=None, callback=None):
         """Fit (collective, any rank count): ``X`` a dataset folder or full arrays on every rank."""
         p = self._check_params()

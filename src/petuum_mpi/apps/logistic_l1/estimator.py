@@ -28,7 +28,7 @@ from ...drivers import ModelParallelEstimator, Run
 from ...errors import convergence_warning
 from ...estimator import InputError, Param, binary_labels, local_rows
 from ...linear.rows import as_columns
-from ...runtime import allreduce_sum, get_comm, warm_once
+from ...runtime import allreduce_sum, get_comm, one_blas_thread, warm_once
 from ...strads.glm import ENGINE_PARAMS, make_sweeper
 from . import kernels as K
 
@@ -146,6 +146,7 @@ class L1LogisticRegression(LinearClassifierMixin, ModelParallelEstimator):
                              f"{np.unique(np.ravel(y_all)).size})") from None
         return np.ravel(ys)[start:start + len(yl)]
 
+    @one_blas_thread()  # a rank is a core
     def fit(self, X, y=None, *, test=None, callback=None):
         """Fit (collective): ``X`` a dataset folder or full arrays on every rank; ``test`` adds ``test_score``
         (accuracy) to the last metrics row."""

@@ -33,7 +33,7 @@ from sklearn.exceptions import NotFittedError
 from ...drivers import DataParallelEstimator, Run
 from ...errors import ConfigError, DataError, UsageError, convergence_warning
 from ...estimator import InputError, Param
-from ...runtime import get_comm, warm_once
+from ...runtime import get_comm, one_blas_thread, warm_once
 from ...linear import kernels as LK
 from ...linear import losses
 from ...linear.objective import LinearObjective
@@ -286,6 +286,7 @@ class LogisticRegression(ClassifierMixin, DataParallelEstimator):
         return bool(tol) and prev is not None and prev["objective"] - row["objective"] < tol * abs(row["objective"])
 
     # ------------------------------------------------------------------ fit
+    @one_blas_thread()  # a rank is a core (full-batch dots on long vectors)
     def fit(self, X, y=None, *, test=None, callback=None):
         """Fit (collective, any rank count): ``X`` a dataset folder or the full arrays on every rank;
         ``test`` a dataset folder or ``(X_test, y_test)``; ``callback(row)`` on every rank per metrics row."""
