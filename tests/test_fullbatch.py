@@ -165,6 +165,24 @@ def test_newton_first_step_is_not_cut_short(comm):
     assert res.n_iter <= 6, (res.n_iter, res.n_fev, res.n_hessp)
 
 
+@pytest.mark.mpi
+@pytest.mark.parametrize("precond", [False, True])
+def test_newton_few_steps_on_badly_scaled_sparse_data(comm, precond):
+    """Line-search Newton-CG on ill-conditioned sparse data (column scales over 3 decades,
+    collinear groups): 11 / 10 Newton steps and 460 / 399 Hessian products to 1e-4 of the
+    optimum (plain / preconditioned). The trust-region Newton it replaced needed 92 / 54 steps
+    and 1144 / 1024 products: the Euclidean trust region kept most steps short."""
+    warm_once(warmup, comm)
+    X, y, _ = make_ill_conditioned_classification(10_000, 800, dense=False, seed=0)
+    L = _local_loss(comm, X.tocsr(), y, 2)
+    hd = L.hess_diag if precond else None
+    f_star = minimize(L.fun_grad, L.x0(), hessp=L.hessp, hess_diag=hd, comm=comm, tol=1e-10, max_iter=500).fun
+    res = minimize(L.fun_grad, L.x0(), hessp=L.hessp, hess_diag=hd, comm=comm, tol=0.0, max_iter=500,
+                   callback=lambda k, x, f, g: f <= f_star * (1 + 1e-4))
+    assert res.fun <= f_star * (1 + 1e-4)
+    assert res.n_iter <= 20 and res.n_hessp <= 600, (res.n_iter, res.n_fev, res.n_hessp)
+
+
 def test_bad_arguments():
     X, y = _problem(True, 2)
     L = LinearObjective(X, y, by_name("log_loss", 2), ALPHA, True, 2, X.shape[0])
