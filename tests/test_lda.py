@@ -271,3 +271,30 @@ def test_check_estimator():
     failed = {r["check_name"] for r in res if r["status"] == "failed"}
     assert failed == set()
     assert sum(r["status"] == "passed" for r in res) >= 17
+
+
+def test_fit_loads_only_the_kernels_it_uses():
+    """A fit warms (and loads) the chosen sampler's kernels only; fold-in only with test data
+    (a fresh process: other tests load every kernel)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import numpy as np
+        from petuum_mpi.apps.lda import LDA, kernels as lk
+        from petuum_mpi.data.synth import make_lda_corpus
+        import scipy.sparse as sp
+        dp, w, c, _, _ = make_lda_corpus(30, 40, 3, doc_length=20, seed=1)
+        X = sp.csr_matrix((c, w, dp), shape=(dp.size - 1, 40))
+        LDA(n_components=3, max_iter=2, sampler="plain", random_state=1).fit(X)
+        loaded = lambda f: len(f.signatures) > 0
+        assert loaded(lk.sweep_plain) and loaded(lk.count_tables), "plain kernels"
+        assert not loaded(lk.sweep_sparse) and not loaded(lk.sweep_mh), "other samplers warmed"
+        assert not loaded(lk.fold_in) and not loaded(lk.doc_completion_loglik), "fold-in warmed without test data"
+        LDA(n_components=3, max_iter=2, sampler="plain", random_state=1).fit(X, test=X[:5])
+        assert loaded(lk.doc_completion_loglik), "fold-in with test data"
+        print("ok")
+    """)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and "ok" in p.stdout, p.stderr[-2000:]

@@ -108,3 +108,48 @@ def test_blas_threads_limited_to_the_rank_share_of_cores(comm):
         share = max(1, len(os.sched_getaffinity(0)) // n_local)
         assert all(t <= share for t in blas), (blas, share)
     assert limit_blas_threads(1) is None  # one rank on the node: leave BLAS alone
+
+
+_WARM_CALLS = []
+
+
+def _record_warm():
+    _WARM_CALLS.append(1)
+
+
+@pytest.mark.mpi
+def test_compile_once_stamps_a_warm_cache_then_warms_all_ranks_at_once(comm, monkeypatch, tmp_path):
+    """After the first (serial) warm-up a stamp in the Numba cache directory lets later runs
+    warm every rank at once; the decision is the node's (no rank waits at a barrier alone)."""
+    from petuum_mpi import runtime
+
+    base = comm.bcast(str(tmp_path), root=0)
+    monkeypatch.setenv("NUMBA_CACHE_DIR", base)
+    stamp = runtime._warm_stamp(_record_warm, None)
+    assert stamp == os.path.join(base, f"warm-{__name__}._record_warm")
+    assert runtime._warm_stamp(lambda: None, None) is None  # a lambda has no stable name
+    assert runtime._warm_stamp(lambda: None, "bosen.kernels.<i4") == os.path.join(base, "warm-bosen.kernels._i4")
+    _WARM_CALLS.clear()
+    runtime.compile_once(_record_warm, comm)
+    assert _WARM_CALLS == [1]
+    assert comm.size == 1 or os.path.exists(stamp)
+    barriers = []
+    monkeypatch.setattr(runtime, "node_comm", _counting_barriers(runtime.node_comm, barriers))
+    runtime.compile_once(_record_warm, comm)  # stamped: no serial pass
+    assert _WARM_CALLS == [1, 1] and barriers == []
+    comm.Barrier()
+
+
+def _counting_barriers(node_comm, barriers):
+    class C:
+        def __init__(self, c):
+            self.c = c
+
+        def __getattr__(self, name):
+            return getattr(self.c, name)
+
+        def Barrier(self):
+            barriers.append(1)
+            self.c.Barrier()
+
+    return lambda comm: C(node_comm(comm))

@@ -408,9 +408,22 @@ def _start_jit() -> None:
     _one(1)
 
 
-def compile_once(warmup, comm=None) -> None:
+def _warm_stamp(warmup, key):
+    """The file that says ``warmup``'s kernels are in this node's Numba cache for these
+    sources (the cache directory ends in a hash of them), or None (no key: a local function)."""
+    name = key or f"{getattr(warmup, '__module__', '')}.{getattr(warmup, '__qualname__', '<locals>')}"
+    cache = os.environ.get("NUMBA_CACHE_DIR")
+    if "<locals>" in name or "<lambda>" in name or not cache:
+        return None
+    return os.path.join(cache, "warm-" + "".join(c if c.isalnum() or c in "._-" else "_" for c in name))
+
+
+def compile_once(warmup, comm=None, key: str | None = None) -> None:
     """Run ``warmup()`` (which calls cached Numba kernels on tiny inputs) on the
     first rank of each node, then on the others, so the cache is written once.
+    Once that has happened for these sources (a stamp file named by ``key``, or by the
+    warmup's module and name, in the Numba cache directory), all ranks load the cached
+    kernels at once instead of one after another.
     """
     comm = get_comm(comm)
     if comm.size == 1:
@@ -420,8 +433,18 @@ def compile_once(warmup, comm=None) -> None:
     limit_blas_threads(local.size)
     try:
         _start_jit()  # every rank at once: ~1 s that would otherwise pass one rank after another
+        stamp = _warm_stamp(warmup, key)
+        warm = local.bcast(stamp is not None and os.path.exists(stamp), root=0)  # one decision per node
+        if warm:
+            warmup()
+            return
         if local.rank == 0:
             warmup()
+            if stamp is not None:
+                try:
+                    open(stamp, "a").close()
+                except OSError:
+                    pass
         local.Barrier()
         if local.rank != 0:
             warmup()

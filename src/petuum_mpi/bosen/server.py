@@ -125,7 +125,8 @@ class ParameterServer:
         self.snapshot_every, self.snapshot_dir = int(snapshot_every), snapshot_dir
         self.sparse = bool(sparse)
 
-        compile_once(lambda: K.warmup(sorted({t.dtype.str for t in self._tables})), self.comm)
+        dts = sorted({t.dtype.str for t in self._tables})
+        compile_once(lambda: K.warmup(dts), self.comm, key="bosen.kernels." + "_".join(dts))
         self._g = telemetry.new_counters()
         if delta_log_mb is not None and (isinstance(delta_log_mb, bool) or not delta_log_mb >= 0):
             raise UsageError(f"delta_log_mb must be a number >= 0, got {delta_log_mb!r}")

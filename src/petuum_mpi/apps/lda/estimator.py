@@ -39,7 +39,7 @@ from ...bosen import TableSpec
 from ...drivers import DataParallelEstimator
 from ...errors import ConfigError
 from ...estimator import InputError, Param
-from ...runtime import get_comm
+from ...runtime import get_comm, warm_once
 from . import kernels as lk
 
 #: ``sampler="auto"`` uses the O(K) exact Gibbs sweep below this many topics and the
@@ -147,24 +147,53 @@ def _seed(*parts) -> int:
     return int(h % 2147483647)
 
 
-def warmup():
-    """Every kernel once on tiny inputs (compiled or loaded from the cache before the first clock)."""
+def _warm_common():
+    """The kernels of every fit (set-up, log-likelihood, top words) on tiny inputs; returns the inputs."""
     dp, ww, zz = np.array([0, 2, 3], dtype=np.int64), np.array([0, 1, 1], dtype=np.int32), np.zeros(3, np.int32)
     lk.init_assignments(dp, ww, 2, 0, zz)
     ndk, nwk, nk = np.zeros((2, 2), np.int32), np.zeros((2, 2), np.int32), np.zeros(2, np.int64)
     lk.count_tables(dp, ww, zz, ndk, nwk, nk)
-    dwk, dk = np.zeros_like(nwk), np.zeros_like(nk)
-    lk.sweep_mh(dp, ww, zz, ndk, nwk, nk, nwk.copy(), *lk.build_word_index(ww, 2), dwk, dk, 0.1, 0.01, 1, 1)
-    lk.sweep_plain(dp, ww, zz, ndk, nwk, nk, dwk, dk, 0.1, 0.01, 1)
-    lk.sweep_plain(dp, ww, zz, ndk, nwk, nk, _NO_DELTAS, dk, 0.1, 0.01, 1)
-    lk.sweep_sparse(dp, ww, zz, ndk, nwk, nk, dwk, dk, *lk.build_word_lists(nwk, np.bincount(ww, minlength=2)),
-                    0.1, 0.01, 1)
     lk.word_rows_loglik(nwk, 0.01)
     lk.topic_totals_loglik(nk, 0.01, 2)
     lk.doc_loglik(dp, ndk, 0.1)
+    lk.top_words(nwk, 1)
+    return dp, ww, zz, ndk, nwk, nk, np.zeros_like(nwk), np.zeros_like(nk)
+
+
+def warmup_plain():
+    """Numba kernels of a fit with sweep_plain (compiled or loaded from the cache before the first clock)."""
+    dp, ww, zz, ndk, nwk, nk, dwk, dk = _warm_common()
+    lk.sweep_plain(dp, ww, zz, ndk, nwk, nk, dwk, dk, 0.1, 0.01, 1)
+    lk.sweep_plain(dp, ww, zz, ndk, nwk, nk, _NO_DELTAS, dk, 0.1, 0.01, 1)
+
+
+def warmup_sparse():
+    """Numba kernels of a fit with sweep_sparse."""
+    dp, ww, zz, ndk, nwk, nk, dwk, dk = _warm_common()
+    lk.sweep_sparse(dp, ww, zz, ndk, nwk, nk, dwk, dk, *lk.build_word_lists(nwk, np.bincount(ww, minlength=2)),
+                    0.1, 0.01, 1)
+
+
+def warmup_mh():
+    """Numba kernels of a fit with sweep_mh."""
+    dp, ww, zz, ndk, nwk, nk, dwk, dk = _warm_common()
+    lk.sweep_mh(dp, ww, zz, ndk, nwk, nk, nwk.copy(), *lk.build_word_index(ww, 2), dwk, dk, 0.1, 0.01, 1, 1)
+
+
+def warmup_test():
+    """Numba kernels of held-out perplexity (document completion) and of transform."""
+    dp, ww, zz, ndk, nwk, nk, dwk, dk = _warm_common()
     lk.doc_completion_loglik(dp, ww, nwk, nk, 0.1, 0.01, 2, 1, 0)
     lk.fold_in(dp, ww, nwk, nk, 0.1, 0.01, 2, 1, 0)
-    lk.top_words(nwk, 1)
+
+
+_WARMUP = {"plain": warmup_plain, "sparse": warmup_sparse, "mh": warmup_mh}
+
+
+def warmup():
+    """Every kernel once on tiny inputs."""
+    for f in (*_WARMUP.values(), warmup_test):
+        f()
 
 
 # ----------------------------------------------------------------------------- estimator
@@ -176,7 +205,8 @@ class LDA(TransformerMixin, DataParallelEstimator):
     with about the same number of tokens.
 
     Attributes: ``word_topic_counts_`` (V x K int32, the final ``n_wk``), ``topic_counts_``
-    (K,), ``components_`` / ``topic_word_`` (K x V, computed on access), ``doc_topic_``,
+    (K,), ``components_`` / ``topic_word_`` (K x V, computed on access), ``doc_topic_`` (computed on
+    access from ``doc_topic_counts_``, the local n_dk),
     ``z_``, ``words_``, ``doc_ptr_``, ``doc_start_`` (this rank's documents), ``loglik_``,
     ``loglik_per_token_``, ``perplexity_`` (None without test data), ``top_words_``,
     ``top_words_text_``, ``vocab_``, ``tokens_per_s_``, ``sampler_``, ``n_iter_`` (sweeps),
@@ -212,7 +242,7 @@ class LDA(TransformerMixin, DataParallelEstimator):
         "clocks_per_epoch": None, "eval_every": None, "tol": None,
     }
     figures_table = "n_wk"
-    warmup = warmup
+    warmup = None  # tables() warms only the kernels this fit uses (the sampler's; fold-in with test data)
 
     def sampler_for(self, K: int) -> str:
         """The sampler used for K topics ("plain", "sparse" or "mh")."""
@@ -266,6 +296,9 @@ class LDA(TransformerMixin, DataParallelEstimator):
         V, K, D, N = c.n_words, p.n_components, c.n_docs, c.n_tokens
         r.V, r.K, r.cpi, r.kind = V, K, p.clocks_per_epoch, self.sampler_for(K)
         r.alpha, r.beta = p.doc_topic_prior, p.topic_word_prior
+        warm_once(_WARMUP[r.kind], r.comm)
+        if r.test_c is not None:
+            warm_once(warmup_test, r.comm)
         r.z = np.empty(N, dtype=np.int32)
         r.n_dk = np.zeros((D, K), dtype=np.int32)
         r.nwk = np.zeros((V, K), dtype=np.int32)  # local copy of the n_wk rows of local words
@@ -453,7 +486,7 @@ class LDA(TransformerMixin, DataParallelEstimator):
         if r.blocks:
             r.z[r.order] = r.zb
         self.z_, self.words_, self.doc_ptr_, self.doc_start_ = r.z, c.words, c.tok_ptr, c.doc_start
-        self.doc_topic_ = (r.n_dk + r.alpha) / (np.diff(c.tok_ptr)[:, None] + r.K * r.alpha)
+        self.doc_topic_counts_ = r.n_dk
 
     def _set_model(self, n_wk, n_k, V):
         self.word_topic_counts_ = n_wk
@@ -468,6 +501,16 @@ class LDA(TransformerMixin, DataParallelEstimator):
         """(K, V) float64 pseudo-counts ``n_wk.T + beta`` (computed on access)."""
         self._check_fitted()
         return self.word_topic_counts_.T.astype(np.float64) + float(self.topic_word_prior)
+
+    @property
+    def doc_topic_(self):
+        """(local docs, K) float64 ``theta_d = (n_dk + alpha)/(L_d + K alpha)`` of this rank's
+        documents (computed on access: at K = 1000 it is 8 bytes x D x K)."""
+        n_dk = self.__dict__.get("doc_topic_counts_")
+        if n_dk is None:
+            raise AttributeError("doc_topic_: only after fit, on the rank that holds the documents")
+        a = float(self.doc_topic_prior)
+        return (n_dk + a) / (np.diff(self.doc_ptr_)[:, None] + n_dk.shape[1] * a)
 
     @property
     def topic_word_(self):
@@ -505,7 +548,7 @@ class LDA(TransformerMixin, DataParallelEstimator):
         return float(math.exp(-ll / nh)) if nh else float("nan")
 
     # -- model files and jobs ----------------------------------------------------------
-    _PER_RANK = ("z_", "words_", "doc_ptr_", "doc_topic_", "doc_start_")
+    _PER_RANK = ("z_", "words_", "doc_ptr_", "doc_topic_counts_", "doc_start_")
 
     def model_arrays(self):
         """``(arrays, attrs)`` of the fitted model (the tables, top words, vocabulary; no per-rank state)."""
