@@ -406,6 +406,15 @@ def ws_cd(cols, W, w, r, rsum, mu, nrm2, colsum, y, n, a, b, target, max_sweeps,
     return sweeps, gap, primal, rsum, accepted
 
 
+@numba.njit(cache=True)
+def vsum(x):
+    """Sum in index order (the same bits on every rank for the same array, whatever its alignment)."""
+    s = 0.0
+    for i in range(x.shape[0]):
+        s += x[i]
+    return s
+
+
 def warmup_ws():
     import scipy.sparse as sp
 
@@ -414,3 +423,4 @@ def warmup_ws():
     for cols in (as_columns(X), as_columns(sp.csc_matrix(X))):
         ws_cd(cols, W, np.zeros(2), np.ones(3), 3.0, np.zeros(2), np.ones(2), np.zeros(2), np.ones(3), 3, 0.1, 0.0,
               1e-9, 12, 5)
+    vsum(np.ones(3))
