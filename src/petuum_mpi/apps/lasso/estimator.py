@@ -101,7 +101,9 @@ class EnetProblem:
         self._buf = np.empty(0)
         self._gcache = None  # (W, G) of the last Gram solve (G depends on W only)
         self._gath = None  # the gathered columns (all rows), see gathered_cd
-        self.gather_stats = {"gathered_solves": 0, "gathered_cols": 0, "gathered_bytes": 0, "time_gather": 0.0}
+        self.gather_stats = {"gathered_solves": 0, "gathered_cols": 0, "gathered_bytes": 0, "split_solves": 0,
+                             "split_undone": 0, "time_gather": 0.0,
+                             "time_gathered_cd": 0.0}
 
     # ---------------------------------------------------------------- state
     def set_penalty(self, alpha: float, l1_ratio: float) -> None:
@@ -239,16 +241,11 @@ class EnetProblem:
             off += m * c
         return np.asfortranarray(np.concatenate(blocks, axis=1).T)
 
-    def gathered_cd(self, W, target, max_sweeps, anderson):
-        """Solve the working set ``W`` by :func:`kernels.ws_cd` on its columns gathered with every row.
-
-        The columns of ``W`` not gathered yet (and any other non-zero coefficient's, as the
-        kernel's objective sums over its coefficients) are gathered once and kept for later
-        working sets; the residual is gathered on every call. Every rank then runs the same
-        kernel on the same bytes (identical results, no communication inside the solve) and
-        keeps its own rows of the new residual. Returns ``ws_cd``'s figures. Collective.
-        """
-        t0 = time.perf_counter()
+    def _gathered(self, W):
+        """The gathered columns (every row) of ``W`` and of every non-zero coefficient (the kernels'
+        objective sums over their coefficients): new columns are gathered and kept for later
+        working sets; the residual is gathered on every call. Returns ``(g, wg, rg, rsum)``:
+        the cache ``g``, the coefficients of its columns, the whole residual and its sum. Collective."""
         comm = self.comm
         if self._gath is None:
             counts = comm.allgather(self.n_local)
@@ -256,8 +253,8 @@ class EnetProblem:
                           "idx": np.empty(0, np.int64), "X": None, "cols": None,
                           "y": self._allgatherv(self.y, counts)}
         g = self._gath
-        need = np.union1d(W, np.flatnonzero(self.w))
-        new = need[g["pos"][need] < 0]
+        nz = np.flatnonzero(self.w)
+        new = np.unique(np.concatenate([W[g["pos"][W] < 0], nz[g["pos"][nz] < 0]]))
         if len(new):
             Xn = self._gather_new(new)
             if g["X"] is None:
@@ -274,17 +271,106 @@ class EnetProblem:
             self.gather_stats["gathered_cols"] += len(new)
             self.gather_stats["gathered_bytes"] += self.gather_bytes(new)
         rg = self._allgatherv(self.r, g["counts"])
-        self.gather_stats["time_gather"] += time.perf_counter() - t0
-        idx = g["idx"]
-        wg = self.w[idx]
-        res = K.ws_cd(g["cols"], g["pos"][W], wg, rg, K.vsum(rg), g["mu"], g["nrm2"], g["colsum"], g["y"], self.n,
-                      self.a, self.b, target, max_sweeps, anderson)
-        self.w[idx] = wg
+        return g, self.w[g["idx"]], rg, K.vsum(rg)
+
+    def _scatter_back(self, g, wg, rg):
+        """Coefficients back from the cache's order; this rank keeps its rows of the residual."""
+        self.w[g["idx"]] = wg
         lo = g["row0"]
         self.r = rg[lo : lo + self.n_local].copy()
         self.rsum = float(self.r.sum())
-        self.gather_stats["gathered_solves"] += 1
+
+    def gathered_cd(self, W, target, max_sweeps, anderson):
+        """Solve the working set ``W`` by :func:`kernels.ws_cd` on its gathered columns, the same
+        kernel on the same bytes on every rank (identical results, no communication inside the
+        solve); each rank keeps its rows of the new residual. Returns ``ws_cd``'s figures. Collective."""
+        t0 = time.perf_counter()
+        g, wg, rg, rsum = self._gathered(W)
+        t1 = time.perf_counter()
+        res = K.ws_cd(g["cols"], g["pos"][W], wg, rg, rsum, g["mu"], g["nrm2"], g["colsum"], g["y"], self.n,
+                      self.a, self.b, target, max_sweeps, anderson)
+        self._scatter_back(g, wg, rg)
+        st = self.gather_stats
+        st["gathered_solves"] += 1
+        st["time_gather"] += t1 - t0
+        st["time_gathered_cd"] += time.perf_counter() - t1
         return res
+
+    def split_cd(self, W, target, max_sweeps, anderson):
+        """Solve the working set ``W`` by block-Jacobi CD over the ranks: rank k sweeps its
+        contiguous block of ``W`` (equal non-zeros; neighbouring, often correlated, columns stay
+        together) on the gathered columns from the shared residual, then one Allreduce sums the
+        blocks' residual and coefficient changes. If the summed step raised the objective, the mean
+        of the blocks' steps is taken instead (each block's step lowers it, so their mean does too:
+        the objective never rises). Anderson extrapolation every ``anderson`` sweeps as ``ws_cd``
+        (one more Allreduce of the residual change); the gap over ``W`` every ``anderson`` sweeps (an
+        Allreduce of one max). Returns ``(sweeps, gap, primal, rsum, extrapolations)``. Collective."""
+        from mpi4py import MPI
+
+        t0 = time.perf_counter()
+        g, wg, rg, rsum = self._gathered(W)
+        t1 = time.perf_counter()
+        comm, P, n, a, b = self.comm, self.comm.size, self.n, self.a, self.b
+        cols, mu, nrm2, colsum, y = g["cols"], g["mu"], g["nrm2"], g["colsum"], g["y"]
+        Wl = g["pos"][W]
+        m = len(W)
+        cum = np.cumsum(self.cost[W])
+        edges = np.concatenate([[0], np.searchsorted(cum, cum[-1] * np.arange(1, P) / P), [m]])
+        lo, hi = int(edges[comm.rank]), int(edges[comm.rank + 1])
+        mine = Wl[lo:hi]
+        K_ = anderson
+        every = K_ if K_ > 0 else 5
+        hist = np.empty((max(K_, 0) + 1, m))
+        buf = np.empty(n + m + 1)
+        r_try = np.empty(n)
+        change = np.empty(max(hi - lo, 1))
+        out = np.empty(hi - lo)
+        P_old = K._primal(wg, rg, rsum, mu, n, a, b)
+        sweeps = accepted = undone = 0
+        gap = primal = np.inf
+        while sweeps < max_sweeps:
+            K.block_sweep(cols, mine, lo, m, wg, rg, rsum, mu, nrm2, colsum, a, b, r_try, buf)
+            tot = self.reduce(buf)
+            rsum = K.block_add(tot, Wl, wg, rg, rsum, 1.0)
+            sweeps += 1
+            P_new = K._primal(wg, rg, rsum, mu, n, a, b)
+            if P_new > P_old and P > 1:  # the blocks' steps collided: their mean instead
+                rsum = K.block_add(tot, Wl, wg, rg, rsum, 1.0 / P - 1.0)
+                undone += 1
+                P_new = K._primal(wg, rg, rsum, mu, n, a, b)
+            P_old = P_new
+            if K_ > 0:
+                h = (sweeps - 1) % (K_ + 1)
+                hist[h] = wg[Wl]
+                if h == K_:
+                    w_acc = np.empty(m)
+                    if K.anderson_point(hist, w_acc):
+                        d = np.zeros(n)
+                        tmp = wg.copy()
+                        ds = K.apply(cols, mine, w_acc[lo:hi], tmp, d, colsum, change)
+                        tot = self.reduce(np.concatenate([d, [ds]]))
+                        r_acc = rg + tot[:n]
+                        w_old = wg[Wl]
+                        wg[Wl] = w_acc
+                        P_acc = K._primal(wg, r_acc, rsum + tot[n], mu, n, a, b)
+                        if P_acc < P_old:
+                            rg, rsum, P_old = r_acc, rsum + tot[n], P_acc
+                            accepted += 1
+                        else:
+                            wg[Wl] = w_old
+            if sweeps % every == 0 or sweeps >= max_sweeps:
+                K.partial(cols, mine, rg, rsum, mu, out)
+                dn = comm.allreduce(float(np.abs(out - b * wg[mine]).max(initial=0.0)), op=MPI.MAX)
+                gap, primal = K.gap_from(wg, mu, rg, rsum, y, dn, n, a, b)
+                if gap <= target:
+                    break
+        self._scatter_back(g, wg, rg)
+        st = self.gather_stats
+        st["split_solves"] += 1
+        st["split_undone"] += undone
+        st["time_gather"] += t1 - t0
+        st["time_gathered_cd"] += time.perf_counter() - t1
+        return sweeps, gap, primal, rsum, accepted
 
     def intercept(self) -> float:
         return float(self.ybar - self.mu @ self.w) if self.fit_intercept else 0.0
@@ -295,6 +381,8 @@ GRAM_NNZ = 8.0  # one rank, "auto": Gram solver only if |W|^2 <= GRAM_NNZ * nnz(
 GATHER = True  # >= 2 ranks: solve working sets outside the Gram solver on their gathered columns
 GATHER_SMALL = True  # >= 2 ranks: also the Gram solver's sparse working sets (the GRAM_NNZ rule)
 GATHER_BYTES = 1 << 28  # ... when X[:, W] with every row fits in this many bytes (else the engine's rounds)
+SPLIT = True  # ... by block-Jacobi CD over the ranks (split_cd) when nnz(X_W) >= SPLIT_NNZ * n * ranks
+SPLIT_NNZ = 4.0
 ANDERSON_K = 5  # one rank: Anderson extrapolation every K sweeps of the working set (0: none, -1: engine)
 
 
@@ -416,7 +504,9 @@ def _solve_enet(est, r, prob: EnetProblem, alpha, l1_ratio=1.0, record=None):
             continue
 
         if gathered:
-            nsw, g_in, P, _, acc = prob.gathered_cd(W, target, max_iter - n_iter, ANDERSON_K)
+            split = SPLIT and float(prob.cost[W].sum()) >= SPLIT_NNZ * prob.n * r.size
+            solve = prob.split_cd if split else prob.gathered_cd
+            nsw, g_in, P, _, acc = solve(W, target, max_iter - n_iter, ANDERSON_K)
             n_iter += int(nsw)
             local_sweeps += int(nsw)
             extrapolated += int(acc)
