@@ -563,8 +563,8 @@ class _EnetBase(RegressorMixin, ModelParallelEstimator):
         **ENGINE_PARAMS,
         "screening": Param(True, bool, section="engine", doc="gap-safe screening"),
         "working_set": Param(True, bool, section="engine", doc="working-set solver"),
-        "serial_fusion": Param(True, bool, section="engine", doc="one rank: exact sequential rounds in one kernel "
-                               "(cyclic: local CD with Anderson extrapolation)"),
+        "serial_fusion": Param(True, bool, section="engine", doc="exact sequential rounds in one kernel (cyclic: "
+                               "local CD with Anderson extrapolation; > 1 rank: on gathered working-set columns)"),
         "precompute": _Precompute("auto", str, choices=("auto", "true", "false"), section="engine",
                                   doc="Gram-matrix solver on working sets (auto: up to 2048 coefficients; "
                                   "False: engine rounds only)"),
