@@ -62,7 +62,7 @@ def test_matches_sklearn(comm, kind, l1):
 def test_every_scheduler_same_optimum(comm, scheduler):
     X, y = dataset("correlated", seed=3, n=80, p=16, noise=0.5)
     m = check_vs_sklearn(X, y, 0.02, 1.0, scheduler=scheduler, round_size=8, precompute=False)
-    local = comm.size == 1 and scheduler == "cyclic"  # one rank, cyclic: the local CD kernel, not rounds
+    local = scheduler == "cyclic"  # cyclic: the local CD kernel (gathered columns at > 1 rank), not rounds
     assert m.telemetry_["local_sweeps" if local else "updates"] > 0
     if scheduler == "sap" and comm.rank == 0 and comm.size > 1:
         assert m.telemetry_["rejected"] > 0  # correlated groups were kept apart (parallel rounds only)
@@ -258,7 +258,7 @@ def test_sparse_large_support_correlated(comm, scheduler):
     fr = objective(X, y, ref.coef_, 0.0, alpha)
     assert np.count_nonzero(ref.coef_) > 300
     assert abs(fo - fr) <= 1e-6 * abs(fr), (fo, fr)
-    local = comm.size == 1 and scheduler == "cyclic"  # one rank, cyclic: the local CD kernel, not rounds
+    local = scheduler == "cyclic"  # cyclic: the local CD kernel (gathered columns at > 1 rank), not rounds
     assert m.telemetry_["local_sweeps" if local else "rounds"] > 0
 
 
@@ -286,10 +286,13 @@ def test_one_blas_thread_inside_a_fit(comm, path):
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("kind,precompute", [("dense", False), ("sparse", False), ("sparse", "auto")])
-def test_large_working_set_local_path(comm, kind, precompute):
+@pytest.mark.parametrize("kind,precompute,l1", [("dense", False, 1.0), ("sparse", False, 1.0), ("sparse", "auto", 1.0),
+                                                ("dense", False, 0.5)])
+def test_large_working_set_local_path(comm, kind, precompute, l1):
     # a working set larger than the Gram solver's: at one rank the local CD kernel with Anderson
-    # extrapolation solves it (the engine's rounds at more ranks); same optimum as sklearn everywhere
+    # extrapolation solves it; at more ranks its columns are gathered (every row) and the ranks
+    # sweep contiguous blocks of it (block-Jacobi, split_cd), not the engine's rounds; same optimum
+    # as sklearn everywhere
     rng = np.random.default_rng(7)
     n, p = 800, 1200
     if kind == "dense":
@@ -301,8 +304,29 @@ def test_large_working_set_local_path(comm, kind, precompute):
     wt = np.zeros(p)
     wt[rng.choice(p, p // 5, replace=False)] = rng.standard_normal(p // 5)
     y = X @ wt + 0.1 * rng.standard_normal(n)
-    m = check_vs_sklearn(X, y, 0.01, 1.0, precompute=precompute)
+    m = check_vs_sklearn(X, y, 0.01, l1, precompute=precompute)
     assert np.count_nonzero(m.coef_) > 250
+    t = m.telemetry_
+    assert t["local_sweeps"] > 0 and t["rounds"] == 0, t
     if comm.size == 1:
-        t = m.telemetry_
-        assert t["local_sweeps"] > 0 and t["rounds"] == 0 and t["extrapolations"] > 0, t
+        assert t["extrapolations"] > 0, t
+    else:
+        assert t["gathered_cols"] > 0 and t["split_solves"] > 0, t
+
+
+@pytest.mark.mpi
+def test_gathered_working_set_replicated_solve(comm):
+    # a working set of few non-zeros per rank and sweep: at > 1 rank its gathered columns are
+    # solved by the same kernel on every rank (no block split); sklearn's optimum and one coef_
+    # on every rank
+    rng = np.random.default_rng(4)
+    X = sp.random(3000, 300, density=0.01, random_state=4, format="csr", data_rvs=rng.standard_normal)
+    y = X @ rng.standard_normal(300) + 0.1 * rng.standard_normal(3000)
+    m = check_vs_sklearn(X, y, 0.002, 1.0, precompute=False)
+    assert np.count_nonzero(m.coef_) > 100
+    t = m.telemetry_
+    assert t["local_sweeps"] > 0 and t["rounds"] == 0, t
+    if comm.size > 1:
+        assert t["gathered_solves"] > 0, t
+        coefs = comm.allgather(m.coef_)
+        assert all(np.array_equal(c, coefs[0]) for c in coefs)

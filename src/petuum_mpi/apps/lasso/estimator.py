@@ -46,8 +46,9 @@ class EnetProblem:
 
     partial_width = 1
 
-    def __init__(self, X_local, y_local, n_total: int, fit_intercept: bool, reduce):
+    def __init__(self, X_local, y_local, n_total: int, fit_intercept: bool, reduce, comm=None):
         self.reduce = reduce  # sum over ranks
+        self.comm = comm  # for the gathered working set (None: one rank's problem)
         self.sparse = sp.issparse(X_local)
         if self.sparse:
             Xc = sp.csc_matrix(X_local, dtype=np.float64)
@@ -79,6 +80,7 @@ class EnetProblem:
         stats = reduce(np.concatenate([colsum, colsq, nnz_col, [y_local.sum()]]))
         p = self.p
         self.colsum = colsum  # local column sums (for sum(r) bookkeeping)
+        self.colsum_all = stats[:p].copy()  # global column sums (the gathered working set's bookkeeping)
         self.cost = stats[2 * p : 3 * p]
         self.fit_intercept = bool(fit_intercept)
         if self.fit_intercept:
@@ -98,6 +100,10 @@ class EnetProblem:
         self.b = 0.0
         self._buf = np.empty(0)
         self._gcache = None  # (W, G) of the last Gram solve (G depends on W only)
+        self._gath = None  # the gathered columns (all rows), see gathered_cd
+        self.gather_stats = {"gathered_solves": 0, "gathered_cols": 0, "gathered_bytes": 0, "split_solves": 0,
+                             "split_undone": 0, "time_gather": 0.0,
+                             "time_gathered_cd": 0.0}
 
     # ---------------------------------------------------------------- state
     def set_penalty(self, alpha: float, l1_ratio: float) -> None:
@@ -194,12 +200,189 @@ class EnetProblem:
         m = len(W)
         return 0 < m <= limit and (self.sparse or m * self.n_local * 8 <= (1 << 28))
 
+    # ---------------------------------------------------------------- gathered working set (>= 2 ranks)
+    def gather_bytes(self, cols) -> int:
+        """Bytes of ``X[:, cols]`` with every row (the same figure on every rank)."""
+        if self.sparse:
+            return int(12 * float(self.cost[cols].sum()))
+        return 8 * self.n * len(cols)
+
+    def _allgatherv(self, x, counts):
+        """Concatenation over the ranks (in rank order) of every rank's 1-d ``x``. Collective."""
+        from mpi4py import MPI
+
+        out = np.empty(int(sum(counts)), dtype=x.dtype)
+        displs = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        self.comm.Allgatherv(np.ascontiguousarray(x), [out, list(counts), list(displs), MPI._typedict[x.dtype.char]])
+        return out
+
+    def _gather_new(self, new):
+        """``X[:, new]`` with every row (rows in rank order = global order), on every rank. Collective."""
+        g = self._gath
+        m = len(new)
+        if self.sparse:
+            loc = sp.csc_matrix((self.data, self.indices, self.indptr), shape=(self.n_local, self.p))[:, new]
+            cnt = np.diff(loc.indptr).astype(np.int64)
+            nnz = self.comm.allgather(int(loc.nnz))
+            cnts = self._allgatherv(cnt, [m] * len(nnz)).reshape(len(nnz), m)
+            ind = self._allgatherv(loc.indices.astype(np.int32), nnz)
+            dat = self._allgatherv(loc.data, nnz)
+            pieces, off = [], 0
+            for k, rows in enumerate(g["counts"]):  # rank k's rows, in rank order
+                ptr = np.concatenate([[0], np.cumsum(cnts[k])])
+                pieces.append(sp.csc_matrix((dat[off : off + nnz[k]], ind[off : off + nnz[k]], ptr), shape=(rows, m)))
+                off += nnz[k]
+            return sp.vstack(pieces, format="csc")
+        loc = np.ascontiguousarray(self.X[:, new].T)  # m x n_local
+        flat = self._allgatherv(loc.ravel(), [m * c for c in g["counts"]])
+        blocks, off = [], 0
+        for c in g["counts"]:
+            blocks.append(flat[off : off + m * c].reshape(m, c))
+            off += m * c
+        return np.asfortranarray(np.concatenate(blocks, axis=1).T)
+
+    def _gathered(self, W):
+        """The gathered columns (every row) of ``W`` and of every non-zero coefficient (the kernels'
+        objective sums over their coefficients): new columns are gathered and kept for later
+        working sets; the residual is gathered on every call. Returns ``(g, wg, rg, rsum)``:
+        the cache ``g``, the coefficients of its columns, the whole residual and its sum. Collective."""
+        comm = self.comm
+        if self._gath is None:
+            counts = comm.allgather(self.n_local)
+            self._gath = {"counts": counts, "row0": int(sum(counts[: comm.rank])), "pos": np.full(self.p, -1, np.int64),
+                          "idx": np.empty(0, np.int64), "X": None, "cols": None,
+                          "y": self._allgatherv(self.y, counts)}
+        g = self._gath
+        nz = np.flatnonzero(self.w)
+        new = np.unique(np.concatenate([W[g["pos"][W] < 0], nz[g["pos"][nz] < 0]]))
+        if len(new):
+            Xn = self._gather_new(new)
+            if g["X"] is None:
+                g["X"] = Xn
+            elif self.sparse:
+                g["X"] = sp.hstack([g["X"], Xn], format="csc")
+            else:
+                g["X"] = np.asfortranarray(np.concatenate([g["X"], Xn], axis=1))
+            g["pos"][new] = np.arange(len(g["idx"]), len(g["idx"]) + len(new))
+            g["idx"] = np.concatenate([g["idx"], new])
+            g["cols"] = as_columns(g["X"])
+            idx = g["idx"]
+            g["mu"], g["nrm2"], g["colsum"] = self.mu[idx].copy(), self.nrm2[idx].copy(), self.colsum_all[idx].copy()
+            self.gather_stats["gathered_cols"] += len(new)
+            self.gather_stats["gathered_bytes"] += self.gather_bytes(new)
+        rg = self._allgatherv(self.r, g["counts"])
+        return g, self.w[g["idx"]], rg, K.vsum(rg)
+
+    def _scatter_back(self, g, wg, rg):
+        """Coefficients back from the cache's order; this rank keeps its rows of the residual."""
+        self.w[g["idx"]] = wg
+        lo = g["row0"]
+        self.r = rg[lo : lo + self.n_local].copy()
+        self.rsum = float(self.r.sum())
+
+    def gathered_cd(self, W, target, max_sweeps, anderson):
+        """Solve the working set ``W`` by :func:`kernels.ws_cd` on its gathered columns, the same
+        kernel on the same bytes on every rank (identical results, no communication inside the
+        solve); each rank keeps its rows of the new residual. Returns ``ws_cd``'s figures. Collective."""
+        t0 = time.perf_counter()
+        g, wg, rg, rsum = self._gathered(W)
+        t1 = time.perf_counter()
+        res = K.ws_cd(g["cols"], g["pos"][W], wg, rg, rsum, g["mu"], g["nrm2"], g["colsum"], g["y"], self.n,
+                      self.a, self.b, target, max_sweeps, anderson)
+        self._scatter_back(g, wg, rg)
+        st = self.gather_stats
+        st["gathered_solves"] += 1
+        st["time_gather"] += t1 - t0
+        st["time_gathered_cd"] += time.perf_counter() - t1
+        return res
+
+    def split_cd(self, W, target, max_sweeps, anderson):
+        """Solve the working set ``W`` by block-Jacobi CD over the ranks: rank k sweeps its
+        contiguous block of ``W`` (equal non-zeros; neighbouring, often correlated, columns stay
+        together) on the gathered columns from the shared residual, then one Allreduce sums the
+        blocks' residual and coefficient changes. If the summed step raised the objective, the mean
+        of the blocks' steps is taken instead (each block's step lowers it, so their mean does too:
+        the objective never rises). Anderson extrapolation every ``anderson`` sweeps as ``ws_cd``
+        (one more Allreduce of the residual change); the gap over ``W`` every ``anderson`` sweeps (an
+        Allreduce of one max). Returns ``(sweeps, gap, primal, rsum, extrapolations)``. Collective."""
+        from mpi4py import MPI
+
+        t0 = time.perf_counter()
+        g, wg, rg, rsum = self._gathered(W)
+        t1 = time.perf_counter()
+        comm, P, n, a, b = self.comm, self.comm.size, self.n, self.a, self.b
+        cols, mu, nrm2, colsum, y = g["cols"], g["mu"], g["nrm2"], g["colsum"], g["y"]
+        Wl = g["pos"][W]
+        m = len(W)
+        cum = np.cumsum(self.cost[W])
+        edges = np.concatenate([[0], np.searchsorted(cum, cum[-1] * np.arange(1, P) / P), [m]])
+        lo, hi = int(edges[comm.rank]), int(edges[comm.rank + 1])
+        mine = Wl[lo:hi]
+        K_ = anderson
+        every = K_ if K_ > 0 else 5
+        hist = np.empty((max(K_, 0) + 1, m))
+        buf = np.empty(n + m + 1)
+        r_try = np.empty(n)
+        change = np.empty(max(hi - lo, 1))
+        out = np.empty(hi - lo)
+        P_old = K._primal(wg, rg, rsum, mu, n, a, b)
+        sweeps = accepted = undone = 0
+        gap = primal = np.inf
+        while sweeps < max_sweeps:
+            K.block_sweep(cols, mine, lo, m, wg, rg, rsum, mu, nrm2, colsum, a, b, r_try, buf)
+            tot = self.reduce(buf)
+            rsum = K.block_add(tot, Wl, wg, rg, rsum, 1.0)
+            sweeps += 1
+            P_new = K._primal(wg, rg, rsum, mu, n, a, b)
+            if P_new > P_old and P > 1:  # the blocks' steps collided: their mean instead
+                rsum = K.block_add(tot, Wl, wg, rg, rsum, 1.0 / P - 1.0)
+                undone += 1
+                P_new = K._primal(wg, rg, rsum, mu, n, a, b)
+            P_old = P_new
+            if K_ > 0:
+                h = (sweeps - 1) % (K_ + 1)
+                hist[h] = wg[Wl]
+                if h == K_:
+                    w_acc = np.empty(m)
+                    if K.anderson_point(hist, w_acc):
+                        d = np.zeros(n)
+                        tmp = wg.copy()
+                        ds = K.apply(cols, mine, w_acc[lo:hi], tmp, d, colsum, change)
+                        tot = self.reduce(np.concatenate([d, [ds]]))
+                        r_acc = rg + tot[:n]
+                        w_old = wg[Wl]
+                        wg[Wl] = w_acc
+                        P_acc = K._primal(wg, r_acc, rsum + tot[n], mu, n, a, b)
+                        if P_acc < P_old:
+                            rg, rsum, P_old = r_acc, rsum + tot[n], P_acc
+                            accepted += 1
+                        else:
+                            wg[Wl] = w_old
+            if sweeps % every == 0 or sweeps >= max_sweeps:
+                K.partial(cols, mine, rg, rsum, mu, out)
+                dn = comm.allreduce(float(np.abs(out - b * wg[mine]).max(initial=0.0)), op=MPI.MAX)
+                gap, primal = K.gap_from(wg, mu, rg, rsum, y, dn, n, a, b)
+                if gap <= target:
+                    break
+        self._scatter_back(g, wg, rg)
+        st = self.gather_stats
+        st["split_solves"] += 1
+        st["split_undone"] += undone
+        st["time_gather"] += t1 - t0
+        st["time_gathered_cd"] += time.perf_counter() - t1
+        return sweeps, gap, primal, rsum, accepted
+
     def intercept(self) -> float:
         return float(self.ybar - self.mu @ self.w) if self.fit_intercept else 0.0
 
 
 GRAM_LIMIT = 2048  # precompute="auto": Gram solver on working sets up to this size
 GRAM_NNZ = 8.0  # one rank, "auto": Gram solver only if |W|^2 <= GRAM_NNZ * nnz(X_W)
+GATHER = True  # >= 2 ranks: solve working sets outside the Gram solver on their gathered columns
+GATHER_SMALL = True  # >= 2 ranks: also the Gram solver's sparse working sets (the GRAM_NNZ rule)
+GATHER_BYTES = 1 << 28  # ... when X[:, W] with every row fits in this many bytes (else the engine's rounds)
+SPLIT = True  # ... by block-Jacobi CD over the ranks (split_cd) when nnz(X_W) >= SPLIT_NNZ * n * ranks
+SPLIT_NNZ = 4.0
 ANDERSON_K = 5  # one rank: Anderson extrapolation every K sweeps of the working set (0: none, -1: engine)
 
 
@@ -286,10 +469,15 @@ def _solve_enet(est, r, prob: EnetProblem, alpha, l1_ratio=1.0, record=None):
         else:
             W = cand
             target = tol_s
-        # one rank holds every row: cyclic CD on the columns in one kernel (the other schedulers: the engine)
-        local = r.size == 1 and p.serial_fusion and p.scheduler == "cyclic" and ANDERSON_K >= 0
+        # cyclic CD on the columns in one kernel (the other schedulers: the engine): one rank holds every
+        # row; at more ranks the working set's columns are gathered (all rows) and solved on every rank
+        local = p.serial_fusion and p.scheduler == "cyclic" and ANDERSON_K >= 0
+        gathered = local and r.size > 1
+        if gathered:
+            gathered = GATHER and prob.gather_bytes(W) <= GATHER_BYTES
+            local = gathered
         use_gram = precompute and prob.gram_ok(W, 1 << 30 if precompute is True else GRAM_LIMIT)
-        if use_gram and precompute == "auto" and local:
+        if use_gram and precompute == "auto" and local and (r.size == 1 or GATHER_SMALL):
             # a Gram sweep costs |W|^2, a sweep over the columns 2 nnz(X_W): Gram only for dense-ish columns
             use_gram = len(W) ** 2 <= GRAM_NNZ * float(prob.cost[W].sum())
         if use_gram:
@@ -315,6 +503,15 @@ def _solve_enet(est, r, prob: EnetProblem, alpha, l1_ratio=1.0, record=None):
             scaled(dict(figures(g_in, P, "gram"), iter=n_iter))
             continue
 
+        if gathered:
+            split = SPLIT and float(prob.cost[W].sum()) >= SPLIT_NNZ * prob.n * r.size
+            solve = prob.split_cd if split else prob.gathered_cd
+            nsw, g_in, P, _, acc = solve(W, target, max_iter - n_iter, ANDERSON_K)
+            n_iter += int(nsw)
+            local_sweeps += int(nsw)
+            extrapolated += int(acc)
+            scaled(dict(figures(g_in, P, "working_set"), iter=n_iter))
+            continue
         if local:  # Anderson-accelerated
             nsw, g_in, P, prob.rsum, acc = K.ws_cd(prob.cols, W, prob.w, prob.r, prob.rsum, prob.mu, prob.nrm2,
                                               prob.colsum, prob.y, prob.n, prob.a, prob.b, target, max_iter - n_iter,
@@ -336,7 +533,7 @@ def _solve_enet(est, r, prob: EnetProblem, alpha, l1_ratio=1.0, record=None):
     stats = sw.stats()
     stats.update(working_set=int(ws_size), candidates=int(len(cand)), gram_sweeps=int(gram_sweeps),
                  gram_solves=int(gram_solves), local_sweeps=int(local_sweeps),
-                 extrapolations=int(extrapolated))
+                 extrapolations=int(extrapolated), **prob.gather_stats)
     return n_iter, gap, tol_s, stats
 
 
@@ -366,8 +563,8 @@ class _EnetBase(RegressorMixin, ModelParallelEstimator):
         **ENGINE_PARAMS,
         "screening": Param(True, bool, section="engine", doc="gap-safe screening"),
         "working_set": Param(True, bool, section="engine", doc="working-set solver"),
-        "serial_fusion": Param(True, bool, section="engine", doc="one rank: exact sequential rounds in one kernel "
-                               "(cyclic: local CD with Anderson extrapolation)"),
+        "serial_fusion": Param(True, bool, section="engine", doc="exact sequential rounds in one kernel (cyclic: "
+                               "local CD with Anderson extrapolation; > 1 rank: on gathered working-set columns)"),
         "precompute": _Precompute("auto", str, choices=("auto", "true", "false"), section="engine",
                                   doc="Gram-matrix solver on working sets (auto: up to 2048 coefficients; "
                                   "False: engine rounds only)"),
@@ -408,7 +605,7 @@ class _EnetBase(RegressorMixin, ModelParallelEstimator):
                 raise DataError(f"{X}: dataset has no targets (y)")
             raise InputError(f"{type(self).__name__} requires y to be passed, but the target y is None")
         warm_once(K.warmup, comm)
-        r.prob = EnetProblem(r.X, regression_targets(yl), n, p.fit_intercept, r.allreduce)
+        r.prob = EnetProblem(r.X, regression_targets(yl), n, p.fit_intercept, r.allreduce, comm)
         return r, r.prob
 
     def fit(self, X, y=None, *, test=None, callback=None):

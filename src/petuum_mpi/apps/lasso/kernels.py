@@ -328,6 +328,57 @@ def _primal(w, r, rsum, mu, n, a, b):
 
 
 @numba.njit(cache=True)
+def anderson_point(hist, w_acc):
+    """Anderson extrapolation of the iterates in the K + 1 rows of ``hist`` into ``w_acc``
+    (``c = C^-1 1 / 1^T C^-1 1``, ``C = U^T U`` of the K differences, a 1e-10 x trace ridge).
+    False (``w_acc`` undefined) when the iterates stopped moving."""
+    K = hist.shape[0] - 1
+    m = hist.shape[1]
+    C = np.empty((K, K))
+    for s in range(K):
+        for t in range(s, K):
+            v = 0.0
+            for k in range(m):
+                v += (hist[s + 1, k] - hist[s, k]) * (hist[t + 1, k] - hist[t, k])
+            C[s, t] = v
+            C[t, s] = v
+    tr = 0.0
+    for s in range(K):
+        tr += C[s, s]
+    if not tr > 0.0:
+        return False
+    for s in range(K):  # a little ridge: C is nearly singular once the iterates line up
+        C[s, s] += 1e-10 * tr
+    try:
+        z = np.linalg.solve(C, np.ones(K))
+    except Exception:  # singular: the iterates stopped moving
+        return False
+    zs = z.sum()
+    if not (np.isfinite(zs) and zs != 0.0):
+        return False
+    for k in range(m):
+        v = 0.0
+        for s in range(K):
+            v += z[s] * hist[s + 1, k]
+        w_acc[k] = v / zs
+    return True
+
+
+@numba.njit(cache=True)
+def gap_from(w, mu, r, rsum, y, dual_norm, n, a, b):
+    """(gap, primal) from the coefficients, the whole residual and the dual norm over a working set."""
+    c, l1, w2 = _coef_sums(w, mu)
+    if b == 0.0:
+        w2 = 0.0
+    rr = 0.0
+    ry = 0.0
+    for i in range(r.shape[0]):
+        rr += r[i] * r[i]
+        ry += r[i] * y[i]
+    return duality_gap(rr, rsum, ry, c, l1, w2, dual_norm, n, a, b)
+
+
+@numba.njit(cache=True)
 def ws_cd(cols, W, w, r, rsum, mu, nrm2, colsum, y, n, a, b, target, max_sweeps, K):
     """Cyclic CD over the working set ``W`` on this rank's columns (all rows local), with
     Anderson extrapolation every ``K`` sweeps (kept only when it lowers the objective).
@@ -354,33 +405,7 @@ def ws_cd(cols, W, w, r, rsum, mu, nrm2, colsum, y, n, a, b, target, max_sweeps,
             for k in range(m):
                 hist[h, k] = w[W[k]]
             if h == K:  # K + 1 iterates: extrapolate from their K differences
-                C = np.empty((K, K))
-                for s in range(K):
-                    for t in range(s, K):
-                        v = 0.0
-                        for k in range(m):
-                            v += (hist[s + 1, k] - hist[s, k]) * (hist[t + 1, k] - hist[t, k])
-                        C[s, t] = v
-                        C[t, s] = v
-                tr = 0.0
-                for s in range(K):
-                    tr += C[s, s]
-                for s in range(K):  # a little ridge: C is nearly singular once the iterates line up
-                    C[s, s] += 1e-10 * tr
-                ok = tr > 0.0
-                try:
-                    z = np.linalg.solve(C, np.ones(K))
-                except Exception:  # singular: the iterates stopped moving
-                    ok = False
-                if ok:
-                    zs = z.sum()
-                    ok = np.isfinite(zs) and zs != 0.0
-                if ok:
-                    for k in range(m):
-                        v = 0.0
-                        for s in range(K):
-                            v += z[s] * hist[s + 1, k]
-                        w_acc[k] = v / zs
+                if anderson_point(hist, w_acc):
                     r_acc[:] = r
                     rs_acc = rsum
                     p_old = _primal(w, r, rsum, mu, n, a, b)
@@ -406,6 +431,51 @@ def ws_cd(cols, W, w, r, rsum, mu, nrm2, colsum, y, n, a, b, target, max_sweeps,
     return sweeps, gap, primal, rsum, accepted
 
 
+@numba.njit(cache=True)
+def vsum(x):
+    """Sum in index order (the same bits on every rank for the same array, whatever its alignment)."""
+    s = 0.0
+    for i in range(x.shape[0]):
+        s += x[i]
+    return s
+
+
+@numba.njit(cache=True)
+def block_sweep(cols, mine, off, m, w, r, rsum, mu, nrm2, colsum, a, b, r_try, buf):
+    """One rank's block of a block-Jacobi sweep: cyclic CD over ``mine`` from ``(w, r)`` on a copy
+    of the residual; writes the residual change to ``buf[:n]``, the block's coefficient changes to
+    ``buf[n + off : n + off + len(mine)]`` (the rest of ``buf[n : n + m]`` zero) and the change of
+    sum(r) to ``buf[n + m]``. ``w`` and ``r`` are left as they were."""
+    n = r.shape[0]
+    r_try[:] = r
+    for k in range(m):
+        buf[n + k] = 0.0
+    for k in range(mine.shape[0]):
+        buf[n + off + k] = w[mine[k]]
+    change = np.empty(mine.shape[0])
+    rs = cd(cols, mine, w, r_try, rsum, mu, nrm2, colsum, a, b, change)
+    for i in range(n):
+        buf[i] = r_try[i] - r[i]
+    for k in range(mine.shape[0]):
+        j = mine[k]
+        old = buf[n + off + k]
+        buf[n + off + k] = w[j] - old
+        w[j] = old
+    buf[n + m] = rs - rsum
+
+
+@numba.njit(cache=True)
+def block_add(tot, W, w, r, rsum, f):
+    """(w, r, sum(r)) += f x the summed changes ``tot`` (layout of :func:`block_sweep`). Returns sum(r)."""
+    n = r.shape[0]
+    m = W.shape[0]
+    for i in range(n):
+        r[i] += f * tot[i]
+    for k in range(m):
+        w[W[k]] += f * tot[n + k]
+    return rsum + f * tot[n + m]
+
+
 def warmup_ws():
     import scipy.sparse as sp
 
@@ -414,3 +484,11 @@ def warmup_ws():
     for cols in (as_columns(X), as_columns(sp.csc_matrix(X))):
         ws_cd(cols, W, np.zeros(2), np.ones(3), 3.0, np.zeros(2), np.ones(2), np.zeros(2), np.ones(3), 3, 0.1, 0.0,
               1e-9, 12, 5)
+    vsum(np.ones(3))
+    for cols in (as_columns(X), as_columns(sp.csc_matrix(X))):
+        buf = np.zeros(6)
+        block_sweep(cols, W[:1], 0, 2, np.zeros(2), np.ones(3), 3.0, np.zeros(2), np.ones(2), np.zeros(2), 0.1, 0.0,
+                    np.empty(3), buf)
+    block_add(buf, W, np.zeros(2), np.ones(3), 3.0, 0.5)
+    gap_from(np.zeros(2), np.zeros(2), np.ones(3), 3.0, np.ones(3), 1.0, 3, 0.1, 0.0)
+    anderson_point(np.arange(12.0).reshape(6, 2) ** 2, np.empty(2))
