@@ -157,12 +157,40 @@ def test_rotate_schedule_is_exact_whatever_the_timing(comm, consistency):
     assert a.test_rmse_ == b.test_rmse_ < 0.6
 
 
+@pytest.mark.mpi
+def test_evaluation_is_exact_whatever_the_timing(comm):
+    """Under ssp the per-epoch figures (and so early stopping's choice of the best epoch) are
+    computed on the items every rank has reached, not on a stale read: a random straggler leaves
+    every history row's RMSEs bitwise unchanged (before, the epoch-1 val_rmse varied run to run)."""
+    train, test = _data()
+    kw = dict(n_components=4, max_iter=6, consistency="ssp", staleness=1, validation_fraction=0.1,
+              n_users=400, n_items=300, comm=comm)
+    a = MatrixFactorization(**kw).fit(train, test=test)
+    slow = {"straggler": {"ranks": [], "random_delay_ms": 4.0, "seed": 7 + comm.rank}}
+    b = MatrixFactorization(**kw, engine_options=slow).fit(train, test=test)
+    key = ("iter", "train_rmse", "test_rmse", "val_rmse")
+    assert [[r.get(k) for k in key] for r in a.history_] == [[r.get(k) for k in key] for r in b.history_]
+    np.testing.assert_array_equal(a.item_factors_, b.item_factors_)
+
+
 def test_schedule_errors():
     train, _ = _data()
     with pytest.raises(UsageError, match="rotate.*asp"):
         MatrixFactorization(schedule="rotate", consistency="asp", n_components=2, max_iter=1).fit(train)
     m = MatrixFactorization(clocks_per_epoch=3, max_iter=1, n_components=2, validation_fraction=0).fit(train)
     assert m.clocks_per_epoch_ == 3  # one rank: one block, any clocks per epoch fit
+    from petuum_mpi.apps.mf.estimator import _plan
+
+    with pytest.warns(UserWarning, match="'shared'.*asp"):  # auto falls back at more than one rank: say why
+        assert _plan(2, "asp", 1, "auto", None, warn=True)[0] == "shared"
+    with pytest.warns(UserWarning, match="clocks_per_epoch=6 is not a multiple of the 4"):
+        assert _plan(2, "ssp", 1, "auto", 6, warn=True) == ("shared", 1, 6)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _plan(2, "asp", 1, "shared", None, warn=True)  # asked for: no warning
+        assert _plan(2, "ssp", 1, "auto", 8, warn=True) == ("rotate", 4, 8)
 
 
 @pytest.mark.mpi

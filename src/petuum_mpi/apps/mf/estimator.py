@@ -12,6 +12,7 @@ user row stays in cache) and ``inc`` the item deltas, scaled by ``delta_scaling`
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 from sklearn.base import RegressorMixin
@@ -27,8 +28,9 @@ from . import kernels as K
 __all__ = ["MatrixFactorization"]
 
 
-def _plan(P, consistency, staleness, schedule, cpe):
-    """-> (schedule, blocks, clocks_per_epoch) for ``P`` ranks. Rotate: rank ``r`` works on item
+def _plan(P, consistency, staleness, schedule, cpe, warn=False):
+    """-> (schedule, blocks, clocks_per_epoch) for ``P`` ranks (``warn``: a UserWarning when
+    schedule="auto" falls back to "shared" at more than one rank, saying why). Rotate: rank ``r`` works on item
     block ``(c + (s + 1) r) mod B`` at clock ``c`` with ``B = (s + 1) P`` (1 at one rank), so the
     last other rank to update a block did it ``>= s + 1`` clocks ago: its update is visible."""
     s = 0 if consistency == "bsp" else int(staleness)
@@ -39,6 +41,12 @@ def _plan(P, consistency, staleness, schedule, cpe):
         raise UsageError(f"schedule='rotate': clocks_per_epoch={cpe} must be a multiple of the {nb} item blocks "
                          f"((staleness {s} + 1) x {P} ranks)")
     if schedule == "shared" or consistency == "asp" or (cpe is not None and cpe % nb):
+        if warn and schedule == "auto" and P > 1:
+            why = ("consistency='asp' has no staleness bound" if consistency == "asp" else
+                   f"clocks_per_epoch={cpe} is not a multiple of the {nb} item blocks ((staleness {s} + 1) x {P} "
+                   "ranks)")
+            warnings.warn(f"MatrixFactorization: schedule='auto' uses 'shared' (item deltas combined by "
+                          f"delta_scaling, not exact) because {why}", UserWarning, stacklevel=2)
         return "shared", 1, cpe or 8
     return "rotate", nb, cpe or nb
 
@@ -239,7 +247,9 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
     def read(self, r, X, y):
         p = r.p
         r.schedule, r.nb, p.clocks_per_epoch = _plan(r.size, p.consistency, p.staleness, p.schedule,
-                                                     p.clocks_per_epoch)
+                                                     p.clocks_per_epoch, warn=True)
+        r.eta0 = p.eta0 if p.eta0 is not None else ((0.3 if p.nonneg else 0.15) if p.adagrad else 0.03)
+        r.decay = p.decay if p.decay is not None else (0.0 if p.adagrad else 0.05)
         r.soff = (0 if p.consistency == "bsp" else p.staleness) + 1  # block offset between ranks
         p.eval_every = p.eval_every or p.clocks_per_epoch
         self.schedule_, self.clocks_per_epoch_ = r.schedule, p.clocks_per_epoch
@@ -408,11 +418,7 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         b = (r.clock + r.soff * r.rank) % nb  # rotate: my item block this clock (shared: nb = 1)
         k = int(np.random.default_rng([r.seed, r.rank, r.epoch, 9]).permutation(p.clocks_per_epoch // nb)[t // nb])
         rows = r.bitems[b]
-        eta0 = p.eta0 if p.eta0 is not None else ((0.3 if p.nonneg else 0.15) if p.adagrad else 0.03)
-        decay = p.decay if p.decay is not None else (0.0 if p.adagrad else 0.05)
-        r.eta = eta = K.step_size(eta0, r.epoch, decay, p.power)
-        if rows is not None and not rows.size:  # an empty block (fewer items than blocks): nothing to do
-            return
+        r.eta = eta = K.step_size(r.eta0, r.epoch, r.decay, p.power)
         self._read_items(r, keep=True, rows=rows)
         lo, hi = r.cuts[b][k], r.cuts[b][k + 1]
         if p.adagrad:
@@ -446,7 +452,11 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         self._stop_timer(r)
 
     def metrics(self, r):
+        """Figures on the items every rank has reached (a stale read would make them, and early
+        stopping's choice of the best epoch, depend on timing): a barrier first unless exact."""
         self._stop_timer(r)
+        if not r.fresh and r.size > 1:
+            r.ps.barrier()
         self._read_items(r)
         p, te = r.p, r.te
         sums = {"sse_train": K.sse(r.ul, r.il, r.vl, r.U, r.V, r.bu, r.bi, r.mu, p.use_bias)}
