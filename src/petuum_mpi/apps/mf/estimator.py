@@ -28,11 +28,18 @@ from . import kernels as K
 __all__ = ["MatrixFactorization"]
 
 
+_CLOCKS = 16  # default clocks per epoch of rotate at > 1 rank (rounded to a multiple of the blocks)
+
+
 def _plan(P, consistency, staleness, schedule, cpe, warn=False):
     """-> (schedule, blocks, clocks_per_epoch) for ``P`` ranks (``warn``: a UserWarning when
     schedule="auto" falls back to "shared" at more than one rank, saying why). Rotate: rank ``r`` works on item
     block ``(c + (s + 1) r) mod B`` at clock ``c`` with ``B = (s + 1) P`` (1 at one rank), so the
-    last other rank to update a block did it ``>= s + 1`` clocks ago: its update is visible."""
+    last other rank to update a block did it ``>= s + 1`` clocks ago: its update is visible.
+    Default clocks per epoch ``B x max(1, 16 // B)``: each rank's users are cut into chunks whose
+    users visit all ``B`` blocks in ``B`` consecutive clocks (a finer interleave needs fewer epochs:
+    planted 20k x 8k at 2 ranks, ssp(1), AdaGrad, to one RMSE: 10 epochs at 4 clocks, 8 at 16, 7 at
+    32 and at one rank; docs/apps.md)."""
     s = 0 if consistency == "bsp" else int(staleness)
     nb = (s + 1) * P if P > 1 else 1
     if schedule == "rotate" and consistency == "asp":
@@ -48,7 +55,7 @@ def _plan(P, consistency, staleness, schedule, cpe, warn=False):
             warnings.warn(f"MatrixFactorization: schedule='auto' uses 'shared' (item deltas combined by "
                           f"delta_scaling, not exact) because {why}", UserWarning, stacklevel=2)
         return "shared", 1, cpe or 8
-    return "rotate", nb, cpe or nb
+    return "rotate", nb, cpe or (nb * max(1, _CLOCKS // nb) if nb > 1 else 1)
 
 
 def _item_blocks(item_n, nb, P):
@@ -211,8 +218,9 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
                               "item within the staleness bound s (exact, serial-equivalent SGD; bsp/ssp/essp); "
                               "shared = every rank updates all its items each clock and the deltas are combined "
                               "by delta_scaling; auto = rotate unless asp or clocks_per_epoch does not fit"),
-        "clocks_per_epoch": Param(None, int, lo=1, doc="parameter-server clocks per epoch (None: the number of "
-                                  "blocks with rotate, 8 with shared; rotate needs a multiple of the blocks)"),
+        "clocks_per_epoch": Param(None, int, lo=1, doc="parameter-server clocks per epoch (None: with rotate "
+                                  "1 at one rank, else the blocks B times max(1, 16 // B) - user chunks across "
+                                  "blocks; 8 with shared; rotate needs a multiple of the blocks)"),
         "eval_every": Param(None, int, lo=1, doc="evaluate (and test for early stopping) every N clocks "
                             "(None: once per epoch)"),
         "tol": Param(1e-4, float, lo=0, none_ok=True, doc="early stopping: an epoch improves when the "
@@ -296,8 +304,10 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         V0 = p.init_scale * np.random.default_rng([r.seed, 11]).standard_normal((ni, Kc))
         if p.nonneg:
             V0 = np.abs(V0)
-        ada = [TableSpec("g", 1, ni, "float64", init=1.0)] if p.adagrad else []  # items' AdaGrad sums
-        return [TableSpec("V", ni, max(Kc, 1), dt.name, init=V0 if Kc else 0), TableSpec("c", 1, ni, dt.name)] + ada
+        # per item: bias and AdaGrad sum in one row (a clock reads and incs its block's rows of V and cg)
+        cg = np.column_stack((np.zeros(ni), np.ones(ni)))
+        return [TableSpec("V", ni, max(Kc, 1), dt.name, init=V0 if Kc else 0), TableSpec("cg", ni, 2, "float64",
+                                                                                       init=cg)]
 
     # -- local state --------------------------------------------------------------------
     def _setup(self, r):
@@ -381,8 +391,8 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
 
     # -- training -----------------------------------------------------------------------
     def _read_items(self, r, keep=False, rows=None):
-        """V and c from the tables into the local copies (``rows``: only these rows of V;
-        ``keep``: also remember the values read in dV, dbi)."""
+        """V, c (and with ``keep`` the AdaGrad sums) from the tables into the local copies
+        (``rows``: only these items; ``keep``: also remember the values read in dV, dbi, dGi)."""
         p = r.p
         if p.n_components:
             if rows is None:
@@ -397,13 +407,15 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
                     np.maximum(Vb, 0, out=Vb)
                 r.V[rows] = Vb
                 r.Vb = Vb
-        if p.use_bias:
-            r.bi[...] = r.ps.get("c", 0)
-            if keep:
-                r.dbi[...] = r.bi
-        if p.adagrad and keep:
-            r.Gi[...] = r.ps.get("g", 0)
-            r.dGi[...] = r.Gi
+        if p.use_bias or (p.adagrad and keep):
+            cg = r.ps.get("cg") if rows is None else r.ps.get("cg", rows)
+            sel = slice(None) if rows is None else rows
+            if p.use_bias:
+                r.bi[sel] = cg[:, 0]
+                if keep:
+                    r.dbi[sel] = r.bi[sel]
+            if p.adagrad and keep:
+                r.Gi[sel] = r.dGi[sel] = cg[:, 1]
 
     def _stop_timer(self, r):
         if r.t_open is not None:  # a clock's time ends where the driver hands control back
@@ -425,7 +437,6 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
             K.sgd_pass_ada(r.ul[lo:hi], r.il[lo:hi], r.vl[lo:hi], r.U, r.V, r.bu, r.bi, r.mu, eta, r.regu, r.regi,
                            r.Gu, r.Gi, p.use_bias, p.nonneg)
             np.subtract(r.Gi, r.dGi, out=r.dGi)
-            r.ps.inc("g", 0, r.dGi if rows is None else r.dGi[rows], cols=rows)
         else:
             K.sgd_pass_rows(r.ul[lo:hi], r.il[lo:hi], r.vl[lo:hi], r.U, r.V, r.bu, r.bi, r.mu, eta, r.regu,
                             r.regi, p.use_bias, p.nonneg)
@@ -443,10 +454,14 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
             if r.scale:
                 r.dbi *= _delta_scale(eta * (1.0 + r.regi[:, 1]), r.item_n / p.clocks_per_epoch, r.item_m,
                                       r.mode).astype(dt)
-            if rows is not None:
-                r.ps.inc("c", 0, r.dbi[rows], cols=rows)
-            else:
-                r.ps.inc("c", 0, r.dbi)
+        if p.use_bias or p.adagrad:
+            sel = slice(None) if rows is None else rows
+            d = np.zeros((r.dbi[sel].size, 2))
+            if p.use_bias:
+                d[:, 0] = r.dbi[sel]
+            if p.adagrad:
+                d[:, 1] = r.dGi[sel]
+            r.ps.inc("cg", rows, d)
 
     def flush(self, r):
         self._stop_timer(r)
