@@ -150,8 +150,8 @@ def test_rotate_schedule_is_exact_whatever_the_timing(comm, consistency):
     a = MatrixFactorization(**kw).fit(train, test=test)
     slow = {"straggler": {"ranks": [], "random_delay_ms": 4.0, "seed": 1 + comm.rank}}
     b = MatrixFactorization(**kw, engine_options=slow).fit(train, test=test)
-    blocks = (consistency == "ssp") * comm.size + comm.size
-    assert a.schedule_ == "rotate" and a.clocks_per_epoch_ == (1 if comm.size == 1 else blocks * max(1, 16 // blocks))
+    assert a.schedule_ == "rotate" and a.clocks_per_epoch_ == (1 if comm.size == 1 else  # too few ratings for chunks
+                                                                (consistency == "ssp") * comm.size + comm.size)
     np.testing.assert_array_equal(a.item_factors_, b.item_factors_)
     np.testing.assert_array_equal(a.user_factors_, b.user_factors_)
     assert a.test_rmse_ == b.test_rmse_ < 0.6
@@ -191,6 +191,23 @@ def test_schedule_errors():
         warnings.simplefilter("error")
         _plan(2, "asp", 1, "shared", None, warn=True)  # asked for: no warning
         assert _plan(2, "ssp", 1, "auto", 8, warn=True) == ("rotate", 4, 8)
+
+
+def test_default_clocks_per_epoch_cut_users_into_chunks():
+    """At more than one rank, rotate's epoch is B blocks x up to 16 // B user chunks, each clock
+    keeping at least 20000 ratings per rank (planted 20k x 8k at 2 ranks needs 8 epochs at 16
+    clocks against 10 at 4; docs/apps.md); one rank: one clock."""
+    from petuum_mpi.apps.mf.estimator import _plan
+
+    assert _plan(2, "ssp", 1, "auto", None, n_ratings=1_900_000) == ("rotate", 4, 16)
+    assert _plan(2, "ssp", 1, "auto", None, n_ratings=330_000) == ("rotate", 4, 8)
+    assert _plan(2, "ssp", 1, "auto", None, n_ratings=60_000) == ("rotate", 4, 4)  # tiny: one chunk
+    assert _plan(2, "bsp", 1, "auto", None, n_ratings=1_900_000) == ("rotate", 2, 16)
+    assert _plan(4, "ssp", 1, "auto", None, n_ratings=1_900_000) == ("rotate", 8, 16)
+    assert _plan(16, "ssp", 1, "auto", None, n_ratings=10**9) == ("rotate", 32, 32)  # at least one per block
+    assert _plan(1, "ssp", 1, "auto", None, n_ratings=10**9) == ("rotate", 1, 1)
+    assert _plan(2, "ssp", 1, "auto", 12, n_ratings=10**9) == ("rotate", 4, 12)  # given: kept
+    assert _plan(2, "ssp", 1, "auto", None)[2] == 16  # no data yet (progress_total): the most
 
 
 @pytest.mark.mpi

@@ -28,16 +28,19 @@ from . import kernels as K
 __all__ = ["MatrixFactorization"]
 
 
-_CLOCKS = 16  # default clocks per epoch of rotate at > 1 rank (rounded to a multiple of the blocks)
+_CLOCKS = 16  # default clocks per epoch of rotate at > 1 rank (at most; a multiple of the blocks)
+_PER_CLOCK = 20000  # ratings per rank and clock at least, for more than one chunk (~1 ms of SGD: the clock's own cost)
 
 
-def _plan(P, consistency, staleness, schedule, cpe, warn=False):
+def _plan(P, consistency, staleness, schedule, cpe, warn=False, n_ratings=None):
     """-> (schedule, blocks, clocks_per_epoch) for ``P`` ranks (``warn``: a UserWarning when
     schedule="auto" falls back to "shared" at more than one rank, saying why). Rotate: rank ``r`` works on item
     block ``(c + (s + 1) r) mod B`` at clock ``c`` with ``B = (s + 1) P`` (1 at one rank), so the
     last other rank to update a block did it ``>= s + 1`` clocks ago: its update is visible.
-    Default clocks per epoch ``B x max(1, 16 // B)``: each rank's users are cut into chunks whose
-    users visit all ``B`` blocks in ``B`` consecutive clocks (a finer interleave needs fewer epochs:
+    Default clocks per epoch ``B x`` chunks, ``1 <= chunks <= 16 // B`` and at least
+    ``_PER_CLOCK`` of the ``n_ratings`` per rank and clock (None: the most, as progress_total
+    assumes): each rank's users are cut into chunks whose users visit all ``B`` blocks in ``B``
+    consecutive clocks (a finer interleave needs fewer epochs:
     planted 20k x 8k at 2 ranks, ssp(1), AdaGrad, to one RMSE: 10 epochs at 4 clocks, 8 at 16, 7 at
     32 and at one rank; docs/apps.md)."""
     s = 0 if consistency == "bsp" else int(staleness)
@@ -55,7 +58,10 @@ def _plan(P, consistency, staleness, schedule, cpe, warn=False):
             warnings.warn(f"MatrixFactorization: schedule='auto' uses 'shared' (item deltas combined by "
                           f"delta_scaling, not exact) because {why}", UserWarning, stacklevel=2)
         return "shared", 1, cpe or 8
-    return "rotate", nb, cpe or (nb * max(1, _CLOCKS // nb) if nb > 1 else 1)
+    if cpe is None and nb > 1:
+        chunks = _CLOCKS // nb if n_ratings is None else n_ratings // (P * nb * _PER_CLOCK)
+        cpe = nb * max(1, min(_CLOCKS // nb, chunks))
+    return "rotate", nb, cpe or 1
 
 
 def _item_blocks(item_n, nb, P):
@@ -219,8 +225,9 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
                               "shared = every rank updates all its items each clock and the deltas are combined "
                               "by delta_scaling; auto = rotate unless asp or clocks_per_epoch does not fit"),
         "clocks_per_epoch": Param(None, int, lo=1, doc="parameter-server clocks per epoch (None: with rotate "
-                                  "1 at one rank, else the blocks B times max(1, 16 // B) - user chunks across "
-                                  "blocks; 8 with shared; rotate needs a multiple of the blocks)"),
+                                  "1 at one rank, else the blocks B times 1 to 16 // B user chunks, at least "
+                                  "20000 ratings per rank and clock; 8 with shared; rotate needs a multiple of "
+                                  "the blocks)"),
         "eval_every": Param(None, int, lo=1, doc="evaluate (and test for early stopping) every N clocks "
                             "(None: once per epoch)"),
         "tol": Param(1e-4, float, lo=0, none_ok=True, doc="early stopping: an epoch improves when the "
@@ -254,13 +261,6 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
 
     def read(self, r, X, y):
         p = r.p
-        r.schedule, r.nb, p.clocks_per_epoch = _plan(r.size, p.consistency, p.staleness, p.schedule,
-                                                     p.clocks_per_epoch, warn=True)
-        r.eta0 = p.eta0 if p.eta0 is not None else ((0.3 if p.nonneg else 0.15) if p.adagrad else 0.03)
-        r.decay = p.decay if p.decay is not None else (0.0 if p.adagrad else 0.05)
-        r.soff = (0 if p.consistency == "bsp" else p.staleness) + 1  # block offset between ranks
-        p.eval_every = p.eval_every or p.clocks_per_epoch
-        self.schedule_, self.clocks_per_epoch_ = r.schedule, p.clocks_per_epoch
         if _is_path(X):
             from ...data import read_ratings
 
@@ -275,6 +275,14 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
             u, i, v = u[m][order], i[m][order], v[m][order]
         r.lo, r.hi, self.n_users_, self.n_items_ = lo, hi, nu, ni
         r.u, r.i, r.v, r.te = u, i, v, None
+        n_all = int(r.allreduce(float(u.size))) if r.size > 1 else u.size
+        r.schedule, r.nb, p.clocks_per_epoch = _plan(r.size, p.consistency, p.staleness, p.schedule,
+                                                     p.clocks_per_epoch, warn=True, n_ratings=n_all)
+        r.eta0 = p.eta0 if p.eta0 is not None else ((0.3 if p.nonneg else 0.15) if p.adagrad else 0.03)
+        r.decay = p.decay if p.decay is not None else (0.0 if p.adagrad else 0.05)
+        r.soff = (0 if p.consistency == "bsp" else p.staleness) + 1  # block offset between ranks
+        p.eval_every = p.eval_every or p.clocks_per_epoch
+        self.schedule_, self.clocks_per_epoch_ = r.schedule, p.clocks_per_epoch
 
     def read_test(self, r, test):
         """Test ratings of my users (every rank reads the whole test set, then filters)."""
