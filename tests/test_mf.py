@@ -150,11 +150,27 @@ def test_rotate_schedule_is_exact_whatever_the_timing(comm, consistency):
     a = MatrixFactorization(**kw).fit(train, test=test)
     slow = {"straggler": {"ranks": [], "random_delay_ms": 4.0, "seed": 1 + comm.rank}}
     b = MatrixFactorization(**kw, engine_options=slow).fit(train, test=test)
-    assert a.schedule_ == "rotate" and a.clocks_per_epoch_ == (1 if comm.size == 1 else
+    assert a.schedule_ == "rotate" and a.clocks_per_epoch_ == (1 if comm.size == 1 else  # too few ratings for chunks
                                                                 (consistency == "ssp") * comm.size + comm.size)
     np.testing.assert_array_equal(a.item_factors_, b.item_factors_)
     np.testing.assert_array_equal(a.user_factors_, b.user_factors_)
     assert a.test_rmse_ == b.test_rmse_ < 0.6
+
+
+@pytest.mark.mpi
+def test_evaluation_is_exact_whatever_the_timing(comm):
+    """Under ssp the per-epoch figures (and so early stopping's choice of the best epoch) are
+    computed on the items every rank has reached, not on a stale read: a random straggler leaves
+    every history row's RMSEs bitwise unchanged (before, the epoch-1 val_rmse varied run to run)."""
+    train, test = _data()
+    kw = dict(n_components=4, max_iter=6, consistency="ssp", staleness=1, validation_fraction=0.1,
+              n_users=400, n_items=300, comm=comm)
+    a = MatrixFactorization(**kw).fit(train, test=test)
+    slow = {"straggler": {"ranks": [], "random_delay_ms": 4.0, "seed": 7 + comm.rank}}
+    b = MatrixFactorization(**kw, engine_options=slow).fit(train, test=test)
+    key = ("iter", "train_rmse", "test_rmse", "val_rmse")
+    assert [[r.get(k) for k in key] for r in a.history_] == [[r.get(k) for k in key] for r in b.history_]
+    np.testing.assert_array_equal(a.item_factors_, b.item_factors_)
 
 
 def test_schedule_errors():
@@ -163,6 +179,35 @@ def test_schedule_errors():
         MatrixFactorization(schedule="rotate", consistency="asp", n_components=2, max_iter=1).fit(train)
     m = MatrixFactorization(clocks_per_epoch=3, max_iter=1, n_components=2, validation_fraction=0).fit(train)
     assert m.clocks_per_epoch_ == 3  # one rank: one block, any clocks per epoch fit
+    from petuum_mpi.apps.mf.estimator import _plan
+
+    with pytest.warns(UserWarning, match="'shared'.*asp"):  # auto falls back at more than one rank: say why
+        assert _plan(2, "asp", 1, "auto", None, warn=True)[0] == "shared"
+    with pytest.warns(UserWarning, match="clocks_per_epoch=6 is not a multiple of the 4"):
+        assert _plan(2, "ssp", 1, "auto", 6, warn=True) == ("shared", 1, 6)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _plan(2, "asp", 1, "shared", None, warn=True)  # asked for: no warning
+        assert _plan(2, "ssp", 1, "auto", 8, warn=True) == ("rotate", 4, 8)
+
+
+def test_default_clocks_per_epoch_cut_users_into_chunks():
+    """At more than one rank, rotate's epoch is B blocks x up to 16 // B user chunks, each clock
+    keeping at least 20000 ratings per rank (planted 20k x 8k at 2 ranks needs 8 epochs at 16
+    clocks against 10 at 4; docs/apps.md); one rank: one clock."""
+    from petuum_mpi.apps.mf.estimator import _plan
+
+    assert _plan(2, "ssp", 1, "auto", None, n_ratings=1_900_000) == ("rotate", 4, 16)
+    assert _plan(2, "ssp", 1, "auto", None, n_ratings=330_000) == ("rotate", 4, 8)
+    assert _plan(2, "ssp", 1, "auto", None, n_ratings=60_000) == ("rotate", 4, 4)  # tiny: one chunk
+    assert _plan(2, "bsp", 1, "auto", None, n_ratings=1_900_000) == ("rotate", 2, 16)
+    assert _plan(4, "ssp", 1, "auto", None, n_ratings=1_900_000) == ("rotate", 8, 16)
+    assert _plan(16, "ssp", 1, "auto", None, n_ratings=10**9) == ("rotate", 32, 32)  # at least one per block
+    assert _plan(1, "ssp", 1, "auto", None, n_ratings=10**9) == ("rotate", 1, 1)
+    assert _plan(2, "ssp", 1, "auto", 12, n_ratings=10**9) == ("rotate", 4, 12)  # given: kept
+    assert _plan(2, "ssp", 1, "auto", None)[2] == 16  # no data yet (progress_total): the most
 
 
 @pytest.mark.mpi

@@ -12,6 +12,7 @@ user row stays in cache) and ``inc`` the item deltas, scaled by ``delta_scaling`
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 from sklearn.base import RegressorMixin
@@ -27,10 +28,21 @@ from . import kernels as K
 __all__ = ["MatrixFactorization"]
 
 
-def _plan(P, consistency, staleness, schedule, cpe):
-    """-> (schedule, blocks, clocks_per_epoch) for ``P`` ranks. Rotate: rank ``r`` works on item
+_CLOCKS = 16  # default clocks per epoch of rotate at > 1 rank (at most; a multiple of the blocks)
+_PER_CLOCK = 20000  # ratings per rank and clock at least, for more than one chunk (~1 ms of SGD: the clock's own cost)
+
+
+def _plan(P, consistency, staleness, schedule, cpe, warn=False, n_ratings=None):
+    """-> (schedule, blocks, clocks_per_epoch) for ``P`` ranks (``warn``: a UserWarning when
+    schedule="auto" falls back to "shared" at more than one rank, saying why). Rotate: rank ``r`` works on item
     block ``(c + (s + 1) r) mod B`` at clock ``c`` with ``B = (s + 1) P`` (1 at one rank), so the
-    last other rank to update a block did it ``>= s + 1`` clocks ago: its update is visible."""
+    last other rank to update a block did it ``>= s + 1`` clocks ago: its update is visible.
+    Default clocks per epoch ``B x`` chunks, ``1 <= chunks <= 16 // B`` and at least
+    ``_PER_CLOCK`` of the ``n_ratings`` per rank and clock (None: the most, as progress_total
+    assumes): each rank's users are cut into chunks whose users visit all ``B`` blocks in ``B``
+    consecutive clocks (a finer interleave needs fewer epochs:
+    planted 20k x 8k at 2 ranks, ssp(1), AdaGrad, to one RMSE: 10 epochs at 4 clocks, 8 at 16, 7 at
+    32 and at one rank; docs/apps.md)."""
     s = 0 if consistency == "bsp" else int(staleness)
     nb = (s + 1) * P if P > 1 else 1
     if schedule == "rotate" and consistency == "asp":
@@ -39,8 +51,17 @@ def _plan(P, consistency, staleness, schedule, cpe):
         raise UsageError(f"schedule='rotate': clocks_per_epoch={cpe} must be a multiple of the {nb} item blocks "
                          f"((staleness {s} + 1) x {P} ranks)")
     if schedule == "shared" or consistency == "asp" or (cpe is not None and cpe % nb):
+        if warn and schedule == "auto" and P > 1:
+            why = ("consistency='asp' has no staleness bound" if consistency == "asp" else
+                   f"clocks_per_epoch={cpe} is not a multiple of the {nb} item blocks ((staleness {s} + 1) x {P} "
+                   "ranks)")
+            warnings.warn(f"MatrixFactorization: schedule='auto' uses 'shared' (item deltas combined by "
+                          f"delta_scaling, not exact) because {why}", UserWarning, stacklevel=2)
         return "shared", 1, cpe or 8
-    return "rotate", nb, cpe or nb
+    if cpe is None and nb > 1:
+        chunks = _CLOCKS // nb if n_ratings is None else n_ratings // (P * nb * _PER_CLOCK)
+        cpe = nb * max(1, min(_CLOCKS // nb, chunks))
+    return "rotate", nb, cpe or 1
 
 
 def _item_blocks(item_n, nb, P):
@@ -203,8 +224,10 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
                               "item within the staleness bound s (exact, serial-equivalent SGD; bsp/ssp/essp); "
                               "shared = every rank updates all its items each clock and the deltas are combined "
                               "by delta_scaling; auto = rotate unless asp or clocks_per_epoch does not fit"),
-        "clocks_per_epoch": Param(None, int, lo=1, doc="parameter-server clocks per epoch (None: the number of "
-                                  "blocks with rotate, 8 with shared; rotate needs a multiple of the blocks)"),
+        "clocks_per_epoch": Param(None, int, lo=1, doc="parameter-server clocks per epoch (None: with rotate "
+                                  "1 at one rank, else the blocks B times 1 to 16 // B user chunks, at least "
+                                  "20000 ratings per rank and clock; 8 with shared; rotate needs a multiple of "
+                                  "the blocks)"),
         "eval_every": Param(None, int, lo=1, doc="evaluate (and test for early stopping) every N clocks "
                             "(None: once per epoch)"),
         "tol": Param(1e-4, float, lo=0, none_ok=True, doc="early stopping: an epoch improves when the "
@@ -238,11 +261,6 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
 
     def read(self, r, X, y):
         p = r.p
-        r.schedule, r.nb, p.clocks_per_epoch = _plan(r.size, p.consistency, p.staleness, p.schedule,
-                                                     p.clocks_per_epoch)
-        r.soff = (0 if p.consistency == "bsp" else p.staleness) + 1  # block offset between ranks
-        p.eval_every = p.eval_every or p.clocks_per_epoch
-        self.schedule_, self.clocks_per_epoch_ = r.schedule, p.clocks_per_epoch
         if _is_path(X):
             from ...data import read_ratings
 
@@ -257,6 +275,14 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
             u, i, v = u[m][order], i[m][order], v[m][order]
         r.lo, r.hi, self.n_users_, self.n_items_ = lo, hi, nu, ni
         r.u, r.i, r.v, r.te = u, i, v, None
+        n_all = int(r.allreduce(float(u.size))) if r.size > 1 else u.size
+        r.schedule, r.nb, p.clocks_per_epoch = _plan(r.size, p.consistency, p.staleness, p.schedule,
+                                                     p.clocks_per_epoch, warn=True, n_ratings=n_all)
+        r.eta0 = p.eta0 if p.eta0 is not None else ((0.3 if p.nonneg else 0.15) if p.adagrad else 0.03)
+        r.decay = p.decay if p.decay is not None else (0.0 if p.adagrad else 0.05)
+        r.soff = (0 if p.consistency == "bsp" else p.staleness) + 1  # block offset between ranks
+        p.eval_every = p.eval_every or p.clocks_per_epoch
+        self.schedule_, self.clocks_per_epoch_ = r.schedule, p.clocks_per_epoch
 
     def read_test(self, r, test):
         """Test ratings of my users (every rank reads the whole test set, then filters)."""
@@ -286,8 +312,10 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         V0 = p.init_scale * np.random.default_rng([r.seed, 11]).standard_normal((ni, Kc))
         if p.nonneg:
             V0 = np.abs(V0)
-        ada = [TableSpec("g", 1, ni, "float64", init=1.0)] if p.adagrad else []  # items' AdaGrad sums
-        return [TableSpec("V", ni, max(Kc, 1), dt.name, init=V0 if Kc else 0), TableSpec("c", 1, ni, dt.name)] + ada
+        # per item: bias and AdaGrad sum in one row (a clock reads and incs its block's rows of V and cg)
+        cg = np.column_stack((np.zeros(ni), np.ones(ni)))
+        return [TableSpec("V", ni, max(Kc, 1), dt.name, init=V0 if Kc else 0), TableSpec("cg", ni, 2, "float64",
+                                                                                       init=cg)]
 
     # -- local state --------------------------------------------------------------------
     def _setup(self, r):
@@ -371,8 +399,8 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
 
     # -- training -----------------------------------------------------------------------
     def _read_items(self, r, keep=False, rows=None):
-        """V and c from the tables into the local copies (``rows``: only these rows of V;
-        ``keep``: also remember the values read in dV, dbi)."""
+        """V, c (and with ``keep`` the AdaGrad sums) from the tables into the local copies
+        (``rows``: only these items; ``keep``: also remember the values read in dV, dbi, dGi)."""
         p = r.p
         if p.n_components:
             if rows is None:
@@ -387,13 +415,15 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
                     np.maximum(Vb, 0, out=Vb)
                 r.V[rows] = Vb
                 r.Vb = Vb
-        if p.use_bias:
-            r.bi[...] = r.ps.get("c", 0)
-            if keep:
-                r.dbi[...] = r.bi
-        if p.adagrad and keep:
-            r.Gi[...] = r.ps.get("g", 0)
-            r.dGi[...] = r.Gi
+        if p.use_bias or (p.adagrad and keep):
+            cg = r.ps.get("cg") if rows is None else r.ps.get("cg", rows)
+            sel = slice(None) if rows is None else rows
+            if p.use_bias:
+                r.bi[sel] = cg[:, 0]
+                if keep:
+                    r.dbi[sel] = r.bi[sel]
+            if p.adagrad and keep:
+                r.Gi[sel] = r.dGi[sel] = cg[:, 1]
 
     def _stop_timer(self, r):
         if r.t_open is not None:  # a clock's time ends where the driver hands control back
@@ -408,18 +438,13 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
         b = (r.clock + r.soff * r.rank) % nb  # rotate: my item block this clock (shared: nb = 1)
         k = int(np.random.default_rng([r.seed, r.rank, r.epoch, 9]).permutation(p.clocks_per_epoch // nb)[t // nb])
         rows = r.bitems[b]
-        eta0 = p.eta0 if p.eta0 is not None else ((0.3 if p.nonneg else 0.15) if p.adagrad else 0.03)
-        decay = p.decay if p.decay is not None else (0.0 if p.adagrad else 0.05)
-        r.eta = eta = K.step_size(eta0, r.epoch, decay, p.power)
-        if rows is not None and not rows.size:  # an empty block (fewer items than blocks): nothing to do
-            return
+        r.eta = eta = K.step_size(r.eta0, r.epoch, r.decay, p.power)
         self._read_items(r, keep=True, rows=rows)
         lo, hi = r.cuts[b][k], r.cuts[b][k + 1]
         if p.adagrad:
             K.sgd_pass_ada(r.ul[lo:hi], r.il[lo:hi], r.vl[lo:hi], r.U, r.V, r.bu, r.bi, r.mu, eta, r.regu, r.regi,
                            r.Gu, r.Gi, p.use_bias, p.nonneg)
             np.subtract(r.Gi, r.dGi, out=r.dGi)
-            r.ps.inc("g", 0, r.dGi if rows is None else r.dGi[rows], cols=rows)
         else:
             K.sgd_pass_rows(r.ul[lo:hi], r.il[lo:hi], r.vl[lo:hi], r.U, r.V, r.bu, r.bi, r.mu, eta, r.regu,
                             r.regi, p.use_bias, p.nonneg)
@@ -437,16 +462,24 @@ class MatrixFactorization(RegressorMixin, DataParallelEstimator):
             if r.scale:
                 r.dbi *= _delta_scale(eta * (1.0 + r.regi[:, 1]), r.item_n / p.clocks_per_epoch, r.item_m,
                                       r.mode).astype(dt)
-            if rows is not None:
-                r.ps.inc("c", 0, r.dbi[rows], cols=rows)
-            else:
-                r.ps.inc("c", 0, r.dbi)
+        if p.use_bias or p.adagrad:
+            sel = slice(None) if rows is None else rows
+            d = np.zeros((r.dbi[sel].size, 2))
+            if p.use_bias:
+                d[:, 0] = r.dbi[sel]
+            if p.adagrad:
+                d[:, 1] = r.dGi[sel]
+            r.ps.inc("cg", rows, d)
 
     def flush(self, r):
         self._stop_timer(r)
 
     def metrics(self, r):
+        """Figures on the items every rank has reached (a stale read would make them, and early
+        stopping's choice of the best epoch, depend on timing): a barrier first unless exact."""
         self._stop_timer(r)
+        if not r.fresh and r.size > 1:
+            r.ps.barrier()
         self._read_items(r)
         p, te = r.p, r.te
         sums = {"sse_train": K.sse(r.ul, r.il, r.vl, r.U, r.V, r.bu, r.bi, r.mu, p.use_bias)}
