@@ -23,7 +23,7 @@ class TableState:
         # column index of a sparse entry within its unit (mailbox.py)
         self.col_dtype = np.dtype(np.uint16) if lay.bw < 2**16 else np.dtype(np.int32)
         self.cache = Cache(lay, None if spec.cache_mb is None else spec.cache_mb * 2**20)
-        self.log = Oplog(lay)
+        self.log = Oplog(lay, None if spec.oplog_mb is None else spec.oplog_mb * 2**20)
         self.nslots = lay.n_slots(me)
         self.offset = 0  # byte offset of the shard in the window
         self.log0, self.logcap = 0, 0  # the delta log in the window (set by the window)
