@@ -30,6 +30,9 @@ class TableState:
         self.shard: np.ndarray | None = None
         self.stats = TableStats()
         self.mg_credit, self.mg_last = 0.0, 0.0  # managed communication: bytes allowed, last round (mailbox.py)
+        self.mp_credit, self.mp_last, self.mp_round = 0.0, 0.0, 0  # its pulls: budget, last round, round (reads.py)
+        if spec.managed_bytes is not None:
+            self.cache.pulled = np.full(lay.n_units, -1, dtype=np.int64)
 
     def init_shard(self, me: int, P: int) -> None:
         """Fill my shard from ``spec.init`` (padding columns of wide rows stay 0)."""

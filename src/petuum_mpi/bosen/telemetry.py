@@ -103,6 +103,7 @@ class TableStats:
         self.managed_units = 0
         self.managed_bytes = 0
         self.spilled_units = 0
+        self.pulled_units = 0
 
     def observed(self, st: int) -> None:
         """A read whose copy's newest data of other workers is ``st`` clocks older than
@@ -140,6 +141,7 @@ class TableStats:
             "managed_units": self.managed_units,
             "managed_bytes": self.managed_bytes,
             "spilled_units": self.spilled_units,
+            "pulled_units": self.pulled_units,
             "reads": self.reads,
             "cached_reads": self.cached_reads,
             "staleness_mean": mean,
@@ -167,7 +169,8 @@ def merge(dicts: list[dict]) -> dict:
     reads = sum(d["reads"] for d in dicts)
     for k in ("reads", "cached_reads", "fetch_units", "fetch_msgs", "fetch_bytes", "incs", "sent_units", "sent_bytes",
               "sent_sparse_units", "fetch_log_bytes", "fetch_log_units", "observed_count", "managed_units",
-              "managed_bytes", "cache_evictions", "spilled_units", "oplog_grows"):
+              "managed_bytes", "cache_evictions", "spilled_units", "oplog_grows",
+              "pulled_units"):
         out[k] = sum(d[k] for d in dicts)
     if reads:
         mean = sum(d["staleness_mean"] * d["reads"] for d in dicts) / reads
