@@ -102,7 +102,9 @@ class Oplog:
             self.rows_for(units)
             vals = tmp.reshape(rows.size, lay.nb, lay.bw)[:, blocks, :].reshape(-1, lay.bw)
             K.add_rows(self.u, self.slot[units], vals)
-        if blocks.size:
+        if lay.nb == 1:
+            self.dirty[rows] = True
+        elif blocks.size:
             self.dirty[(rows[:, None] * lay.nb + blocks[None, :]).ravel()] = True
 
     def _blocks(self, csel) -> np.ndarray:
