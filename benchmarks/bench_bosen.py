@@ -4,6 +4,8 @@ and traffic per clock (sparse vs dense communication).
     .venv/bin/mpiexec -n 2 .venv/bin/python benchmarks/bench_bosen.py
     .venv/bin/mpiexec -n 2 .venv/bin/python benchmarks/bench_bosen.py --traffic   # traffic rows only
     .venv/bin/mpiexec -n 2 .venv/bin/python benchmarks/bench_bosen.py --lda       # the LDA app's traffic only
+    .venv/bin/mpiexec -n 2 .venv/bin/python benchmarks/bench_bosen.py --managed   # managed communication only
+    .venv/bin/mpiexec -n 2 .venv/bin/python benchmarks/bench_bosen.py --oplog     # bounded oplog only
 
 Traffic rows: every clock each rank incs a random ``density`` of the entries (LDA-like int32
 count tables: entries; MF-like float64 tables: whole rows), ends the clock and reads the whole
@@ -11,6 +13,17 @@ table (as LDA does), under ssp(0) so every clock fetches. Reported per clock per
 pulls received, and the time of one clock (inc + clock + get); baseline = the dense path
 (``sparse=False``: whole units on the wire, whole units fetched), interleaved in the same run,
 median of ``--repeat`` runs.
+
+Managed rows (``--managed``): the least-squares SGD of ``bench_ssp.py --staleness`` (d = 800 as
+16 x 50, 4 mini-batches per clock with a random compute time of mean 3 ms, ssp(2)) with
+``managed_bytes`` = each ``--budget`` against the same run without (baseline), interleaved,
+median of ``--repeat`` runs: bytes per clock per rank (incs sent + pulls received, max over
+ranks), observed staleness (mean, variance), time per clock, objective - optimum after a
+quarter of the clocks and at the end.
+
+Oplog rows (``--oplog``): a wide table (16 rows of 131,072 float64, 16 MiB) whose every rank
+incs 2 random whole rows per clock and reads one, ssp(1), with ``oplog_mb`` = 2 against the
+dense oplog: bytes per rank (total and oplogs), time per clock.
 
 Baselines measured in the same run: numpy row indexing (cached get), a raw
 MPI Get + Flush of the same bytes (fetching get), MPI Barrier (clock), and
@@ -175,6 +188,74 @@ def lda_app(bench, comm, ks, sweeps):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def managed(bench, comm, clocks, budgets):
+    """Managed communication against the same SGD run without it (see the module docstring)."""
+    from bench_ssp import D, ROWS, local_data, objective, run_sub
+
+    P = comm.size
+    res = {b: [] for b in [None] + budgets}
+    for rep_ in range(bench.args.repeat):
+        for b in res:  # interleaved
+            ws, st = run_sub(comm, "ssp", 2, b, clocks, 200.0, 4, 3.0, rep_)
+            if comm.rank == 0:
+                f = objective(ws, P)
+                t, pc = st["tables"]["w"], st["per_clock_max"]
+                res[b].append([pc["inc_bytes_sent"] + pc["pull_bytes_recv"], t["observed_mean"], t["observed_var"],
+                               pc["time_s"], f[clocks // 4], f[-1]])
+    if comm.rank != 0:
+        return
+    XX = np.vstack([local_data(r)[0] for r in range(P)])
+    yy = np.concatenate([local_data(r)[1] for r in range(P)])
+    fstar = float(objective([np.linalg.lstsq(XX, yy, rcond=None)[0]], P)[0])
+    med = {b: np.median(np.array(v), axis=0) for b, v in res.items()}
+    base = med[None]
+    mode = "NOLOCAL" if os.environ.get("MPIR_CVAR_NOLOCAL") == "1" else "shm"
+    data0 = f"LS SGD d={D} as {ROWS}x{D // ROWS}, 4 batches/clock, ssp(2), {clocks} clocks, {P} ranks, {mode}"
+    what = (("bytes per clock per rank (incs + pulls)", "bytes"), ("observed staleness mean", "clocks"),
+            ("observed staleness variance", "clocks^2"), ("time per clock", "time_s"),
+            (f"objective - optimum after {clocks // 4} clocks", "f-f*"), (f"objective - optimum after {clocks} clocks",
+                                                                         "f-f*"))
+    for b in budgets:
+        for i, (w, metric) in enumerate(what):
+            sub = fstar if i >= 4 else 0.0
+            bench.row(f"managed {b / 1e6:g} MB/s: {w}", data=data0, metric=metric, value=float(med[b][i] - sub),
+                      baseline=float(base[i] - sub), baseline_name="same run without managed communication")
+
+
+def oplog(bench, comm, clocks):
+    """A bounded oplog against the dense one on a wide table (see the module docstring)."""
+    rows, cols = 16, 131_072
+    mode = "NOLOCAL" if os.environ.get("MPIR_CVAR_NOLOCAL") == "1" else "shm"
+    rng = np.random.default_rng(3 + comm.rank)
+    d = rng.standard_normal((2, cols))
+    res = {(None, None): [], (2.0, None): [], (2.0, 2.0): []}  # (oplog_mb, cache_mb)
+    for _ in range(bench.args.repeat):
+        for mb in res:
+            with ParameterServer([TableSpec("t", rows, cols, oplog_mb=mb[0], cache_mb=mb[1])], comm, consistency="ssp",
+                                 staleness=1) as ps:
+                ps.barrier()
+                t0 = time.perf_counter()
+                for c in range(clocks):
+                    ps.inc("t", np.sort(rng.choice(rows, 2, replace=False)), d)
+                    ps.get("t", int(rng.integers(rows)))
+                    ps.clock()
+                dt = ps.allreduce(time.perf_counter() - t0, MPI.MAX) / clocks
+                st = ps.stats_all()
+                if comm.rank == 0:
+                    bp = st["bytes_per_rank_max"]
+                    res[mb].append([bp["total"], bp["oplogs"], dt, st["tables"]["t"]["spilled_units"] / st["ranks"]])
+    if comm.rank != 0:
+        return
+    med = {k: np.median(np.array(v), axis=0) for k, v in res.items()}
+    data = f"{rows}x{cols} float64 (16 MiB), 2 rows inc'd + 1 read per clock, ssp(1), {clocks} clocks, {comm.size} ranks, {mode}"
+    for key, name in (((2.0, None), "oplog_mb=2"), ((2.0, 2.0), "oplog_mb=2, cache_mb=2")):
+        for i, (w, metric) in enumerate((("bytes per rank (total)", "bytes"), ("bytes per rank (oplogs)", "bytes"),
+                                         ("time per clock", "time_s"))):
+            bench.row(f"{name}: {w}", data=data, metric=metric, value=float(med[key][i]),
+                      baseline=float(med[(None, None)][i]), baseline_name="dense oplog, whole-table cache")
+        print(f"   {name}: units spilled early per rank: {med[key][3]:.0f}", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description="benchmark: bosen")
     parser.add_argument("--traffic", action="store_true", help="only the traffic-per-clock rows")
@@ -182,8 +263,19 @@ def main():
     parser.add_argument("--lda-k", type=int, nargs="+", default=[50, 1000])
     parser.add_argument("--lda-sweeps", type=int, default=3)
     parser.add_argument("--clocks", type=int, default=6, help="timed clocks per traffic run")
+    parser.add_argument("--managed", action="store_true", help="only the managed-communication rows")
+    parser.add_argument("--managed-clocks", type=int, default=30)
+    parser.add_argument("--budget", type=float, nargs="+", default=[1e5, 2e6], help="--managed: bytes/s per rank")
+    parser.add_argument("--oplog", action="store_true", help="only the bounded-oplog rows")
     bench = Bench("bosen", parser=parser)
     comm = MPI.COMM_WORLD
+    if bench.args.managed or bench.args.oplog:
+        if bench.args.managed:
+            managed(bench, comm, bench.args.managed_clocks, bench.args.budget)
+        if bench.args.oplog:
+            oplog(bench, comm, 20)
+        bench.finish()
+        return
     if bench.args.lda:
         lda_app(bench, comm, bench.args.lda_k, bench.args.lda_sweeps)
         bench.finish()

@@ -108,7 +108,9 @@ def staleness_study(bench, comm, args):
     """ssp / essp / managed: observed staleness distribution and objective per clock."""
     P = comm.size
     s = args.s
-    variants = [("ssp", s, None), ("essp", s, None), ("ssp", s, args.budget), ("essp", s, args.budget)]
+    budgets = [float(b) for b in str(args.budget).split(",")]
+    # the budget sweep under ssp (managed sends and pulls against the bound), essp at the largest
+    variants = [("ssp", s, None), ("essp", s, None)] + [("ssp", s, b) for b in budgets] + [("essp", s, budgets[-1])]
     names = [f"{m}({s})" + (f" + managed {b / 1e6:g} MB/s" if b else "") for m, s, b in variants]
     res = {n: [] for n in names}
     for rep_ in range(args.repeat_runs):
@@ -132,15 +134,17 @@ def staleness_study(bench, comm, args):
         mean = float((x * hist).sum() / cnt)
         var = float(((x - mean) ** 2 * hist).sum() / cnt)
         mb = float(np.mean([t["managed_bytes"] for _, t in res[n]])) / P  # stats_all sums the ranks
+        fb = float(np.mean([t["fetch_bytes"] for _, t in res[n]])) / P / args.clocks
         summary[n] = (np.median(fs, axis=0), hist, mean, var)
         fin = float(np.median(fs[:, -1]))
         bench.row(f"observed staleness, {n}", data=f"LS SGD d={D} as {ROWS}x{D // ROWS}, 4 batches/clock",
                   metric="clocks (mean)", value=mean, baseline=summary[names[0]][2], baseline_name=names[0],
-                  staleness_var=var, final_objective=fin, managed_bytes=mb, clocks=args.clocks)
+                  staleness_var=var, final_objective=fin, managed_bytes=mb, fetch_bytes_per_clock=fb,
+                  clocks=args.clocks)
         print(f"   {n:32s} observed staleness mean {mean:+.3f} var {var:.3f}  guaranteed-staleness mean "
               f"{np.mean([t['staleness_mean'] for _, t in res[n]]):.2f}  f - f* after {args.clocks} clocks "
               f"{fin - fstar:.4g} (after {args.clocks // 4}: {float(np.median(fs[:, args.clocks // 4])) - fstar:.4g})  "
-              f"managed {mb / 1e3:.0f} KB/rank", flush=True)
+              f"managed {mb / 1e3:.0f} KB/rank, fetched {fb / 1e3:.1f} KB/clock/rank", flush=True)
     if args.png == "":
         return
     import matplotlib
@@ -187,7 +191,8 @@ def main():
                     "--staleness: docs/img/staleness.png; '' = none)")
     ap.add_argument("--staleness", action="store_true", help="observed staleness: ssp vs essp vs managed")
     ap.add_argument("--s", type=int, default=2, help="--staleness: the staleness bound")
-    ap.add_argument("--budget", type=float, default=2e6, help="--staleness: managed bytes per second per rank")
+    ap.add_argument("--budget", default="0.02e6,0.1e6,0.5e6,2e6",
+                    help="--staleness: managed bytes per second per rank (comma-separated: one variant each)")
     ap.add_argument("--delay-ms", type=float, default=3.0, help="--staleness: mean compute time per mini-batch")
     ap.add_argument("--lr", type=float, default=200.0, help="--staleness: step size (near the stable limit, where staleness matters)")
     ap.add_argument("--repeat-runs", type=int, default=3, help="--staleness: interleaved runs of each variant")

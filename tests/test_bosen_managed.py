@@ -199,3 +199,28 @@ def test_bounded_cache_equals_unbounded(comm, model, s):
 
         with pytest.raises(UsageError, match="'t': a read of .* units needs more than the cache budget"):
             ps.get("t")
+
+
+@pytest.mark.parametrize("model", ["ssp", "essp"])
+def test_managed_reads_pick_up_early_sends(comm, model):
+    """With a budget, a copy cached in an earlier clock is refreshed mid-clock: once every
+    worker's incs of this clock were sent early and applied, a read within the bound (s = 3,
+    no fetch required) sees them all."""
+    P, me = comm.size, comm.rank
+    spec = TableSpec("t", 2, 64 * P, "int64", managed_bytes=1e9)
+    bad = 0
+    with ParameterServer([spec], comm, consistency=model, staleness=3) as ps:
+        for c in range(6):
+            ps.inc("t", 0, 1, cols=np.arange(me, 64 * P, 64))
+            time.sleep(0.006)
+            ps.get("t", 1)  # a managed round: row 0's incs go out early
+            ps.allreduce(0.0)  # every worker has sent them ...
+            ps.get("t", 1)  # ... and applied what reached its shard
+            ps.allreduce(0.0)
+            time.sleep(0.006)  # a new pull round
+            v = ps.get("t", 0)[:P]
+            bad += int((v < c + 1).sum())  # (a worker past the last allreduce may have sent clock c + 1's too)
+            ps.clock()
+        st = ps.stats()["tables"]["t"]
+    assert _all(comm, bad == 0)
+    assert (st["pulled_units"] > 0) == (P > 1)

@@ -14,36 +14,39 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def apply_own(shard, cache_u, cs, oplog_u, units, P):
+def apply_own(shard, cache_u, cs, oplog_u, os, units, P):
     """Move my own coalesced deltas into my shard: shard[u // P] += oplog[u],
-    cache[u] += oplog[u] if cached (read-my-writes), oplog[u] = 0."""
+    cache[u] += oplog[u] if cached (read-my-writes), oplog[u] = 0 (the oplog's
+    row of unit ``u`` is ``os[u]``)."""
     bw = oplog_u.shape[1]
     for k in range(units.size):
         u = units[k]
         s = u // P
         c = cs[u]
+        r = os[u]
         for j in range(bw):
-            v = oplog_u[u, j]
+            v = oplog_u[r, j]
             shard[s, j] += v
             if c >= 0:
                 cache_u[c, j] += v
-            oplog_u[u, j] = 0
+            oplog_u[r, j] = 0
 
 
 @njit(cache=True, nogil=True)
-def pack_units(oplog_u, cache_u, cs, units, out):
-    """Copy deltas of ``units`` into the send buffer ``out``, fold them into the
-    cached copies and clear them from the oplog."""
+def pack_units(oplog_u, os, cache_u, cs, units, out):
+    """Copy deltas of ``units`` (rows ``os[u]`` of ``oplog_u``) into the send buffer
+    ``out``, fold them into the cached copies and clear them from the oplog."""
     bw = oplog_u.shape[1]
     for k in range(units.size):
         u = units[k]
         c = cs[u]
+        r = os[u]
         for j in range(bw):
-            v = oplog_u[u, j]
+            v = oplog_u[r, j]
             out[k, j] = v
             if c >= 0:
                 cache_u[c, j] += v
-            oplog_u[u, j] = 0
+            oplog_u[r, j] = 0
 
 
 @njit(cache=True, nogil=True)
@@ -56,6 +59,21 @@ def hold_units(oplog_u, held_u, units):
         for j in range(bw):
             held_u[u, j] += oplog_u[u, j]
             oplog_u[u, j] = 0
+
+
+@njit(cache=True, nogil=True)
+def add_pool(out, units, ks, pool, ps, nb, cols):
+    """Read-my-writes from a bounded oplog: for k in ``ks``, unit ``u = units[k]`` (row
+    ``ps[u]`` of ``pool``) is block ``u % nb`` of row ``k // nb`` of ``out`` (``cols`` wide)."""
+    bw = pool.shape[1]
+    for q in range(ks.size):
+        k = ks[q]
+        u = units[k]
+        r = ps[u]
+        i = k // nb
+        c0 = (u % nb) * bw
+        for j in range(min(bw, cols - c0)):
+            out[i, c0 + j] += pool[r, j]
 
 
 @njit(cache=True, nogil=True)
@@ -81,20 +99,20 @@ def gather_own(cache_u, cs, shard, units, P):
 
 
 @njit(cache=True, nogil=True)
-def count_nnz(src_u, units, out):
-    """out[k] = number of nonzero deltas in unit units[k]."""
+def count_nnz(src_u, ss, units, out):
+    """out[k] = number of nonzero deltas in unit units[k] (row ``ss[u]`` of ``src_u``)."""
     bw = src_u.shape[1]
     for k in range(units.size):
-        u = units[k]
+        r = ss[units[k]]
         n = 0
         for j in range(bw):
-            if src_u[u, j] != 0:
+            if src_u[r, j] != 0:
                 n += 1
         out[k] = n
 
 
 @njit(cache=True, nogil=True)
-def pack_sparse(src_u, cache_u, cs, units, counts, cols, vals):
+def pack_sparse(src_u, ss, cache_u, cs, units, counts, cols, vals):
     """Sparse twin of pack_units: write the nonzero deltas of ``units`` as
     (column, value) pairs, ``counts[k]`` per unit, fold them into the cache and
     clear them from ``src_u``."""
@@ -103,15 +121,16 @@ def pack_sparse(src_u, cache_u, cs, units, counts, cols, vals):
     for k in range(units.size):
         u = units[k]
         c = cs[u]
+        r = ss[u]
         n = 0
         for j in range(bw):
-            v = src_u[u, j]
+            v = src_u[r, j]
             if v != 0:
                 cols[p] = j
                 vals[p] = v
                 if c >= 0:
                     cache_u[c, j] += v
-                src_u[u, j] = 0
+                src_u[r, j] = 0
                 p += 1
                 n += 1
         counts[k] = n
@@ -223,14 +242,15 @@ def warmup(dtypes) -> None:
     units = np.zeros(1, dtype=np.int64)
     for dt in dtypes:
         a, b, c = (np.zeros((1, 2), dtype=dt) for _ in range(3))
-        apply_own(a, b, units, c, units, 1)
-        pack_units(a, b, units, units, c)
+        apply_own(a, b, units, c, units, units, 1)
+        pack_units(a, units, b, units, units, c)
+        add_pool(a, units, units, b, units, 1, 2)
         hold_units(a, b, units)
         add_rows(a, units, b)
         add_rows(a[:, :1], units, b[:, :1])  # column range of a table (strided view)
         gather_own(a, units, b, units, 1)
         cnt, v1 = np.zeros(1, dtype=np.int32), np.zeros(1, dtype=dt)
-        count_nnz(a, units, cnt)
+        count_nnz(a, units, units, cnt)
         add_rows_to(a, units, units, b)
         want = np.zeros(1, dtype=np.bool_)
         log_rows(a, units, units, b, want, units, 0)
@@ -238,7 +258,7 @@ def warmup(dtypes) -> None:
         log_fresh(np.zeros(1, dtype=np.int64), units, want, units, 0, 1)
         for cdt in (np.uint16, np.int32):  # column indices (TableState.col_dtype)
             cols = np.zeros(1, dtype=cdt)
-            pack_sparse(a, b, units, units, cnt, cols, v1)
+            pack_sparse(a, units, b, units, units, cnt, cols, v1)
             add_sparse(a, units, cnt, cols, v1)
             add_sparse_to(a, units, units, cnt, cols, v1)
             log_sparse(a, units, units, cnt, cols, v1, want, units, 0)

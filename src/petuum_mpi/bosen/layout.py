@@ -50,6 +50,11 @@ class TableSpec:
         Bound on this table's per-rank cache of fetched copies: beyond it the least recently
         read units are evicted and fetched again when read (a single read may not need more).
         None (default): the whole table is cached.
+    oplog_mb : float or None
+        Bound on this rank's pending incs of the table (oplog and held deltas): touched units
+        get rows of a pool of this size; when it is full the pending incs are sent early
+        (visible sooner, never later; docs/bosen.md). None (default): a dense table-sized
+        oplog. Not with bsp.
     """
 
     name: str
@@ -62,6 +67,7 @@ class TableSpec:
     block_cols: int | None = None
     managed_bytes: float | None = None
     cache_mb: float | None = None
+    oplog_mb: float | None = None
 
 
 class Layout:
@@ -138,10 +144,11 @@ def validate_spec(spec: Any) -> TableSpec:
     if mb is not None and (isinstance(mb, bool) or not isinstance(mb, (int, float, np.integer, np.floating))
                            or not mb > 0):
         raise UsageError(f"table {n!r}: managed_bytes must be a number > 0 (bytes per second) or None, got {mb!r}")
-    cm = spec.cache_mb
-    if cm is not None and (isinstance(cm, bool) or not isinstance(cm, (int, float, np.integer, np.floating))
-                           or not cm > 0):
-        raise UsageError(f"table {n!r}: cache_mb must be a number > 0 or None, got {cm!r}")
+    for k in ("cache_mb", "oplog_mb"):
+        cm = getattr(spec, k)
+        if cm is not None and (isinstance(cm, bool) or not isinstance(cm, (int, float, np.integer, np.floating))
+                               or not cm > 0):
+            raise UsageError(f"table {n!r}: {k} must be a number > 0 or None, got {cm!r}")
     init = spec.init
     if not np.isscalar(init):
         arr = np.asarray(init)

@@ -152,7 +152,7 @@ class Mailboxes:
             du = np.flatnonzero(t.log.dirty).astype(np.int64)
             if not du.size:
                 continue
-            d = t.log.u[du]
+            d = t.log.u[t.log.slot[du]]
             nnz = np.count_nonzero(d, axis=1)
             ad = np.abs(d).sum(axis=1, dtype=np.float64)
             cs = t.cache.slot_of[du]  # relative to my cached copy; uncached units count as all new
@@ -167,17 +167,32 @@ class Mailboxes:
             if not take.size:
                 continue
             sent0 = self.g["inc_bytes_sent"]
-            for o, us in by_owner(np.sort(du[take]), self.P):
-                if o == self.me:
-                    self._apply_own(clock + 1, [(t, us)], final=False)
-                elif not self.pending_tag[o]:
-                    self.send(o, clock + 1, [(t, us)], final=False)
-                else:
-                    continue
-                t.stats.managed_units += us.size
+            t.stats.managed_units += self.send_early(t, np.sort(du[take]), clock)
             spent = self.g["inc_bytes_sent"] - sent0
             t.stats.managed_bytes += spent
             t.mg_credit -= spent
+
+    def send_early(self, t, units: np.ndarray, clock: int) -> int:
+        """Send ``units`` (sorted) of ``t``'s oplog now, mid-clock: data tag ``clock + 1``,
+        never final (``applied`` and so the guarantee are unchanged). Mine go into my
+        shard; owners with deferred sends are skipped and a full mailbox leaves units in
+        the oplog (nothing waits). Returns the number of units offered to owners."""
+        n = 0
+        for o, us in by_owner(units, self.P):
+            if o == self.me:
+                self._apply_own(clock + 1, [(t, us)], final=False)
+            elif not self.pending_tag[o]:
+                self.send(o, clock + 1, [(t, us)], final=False)
+            else:
+                continue
+            n += us.size
+        return n
+
+    def spill(self, t, clock: int) -> None:
+        """A bounded oplog is full (oplog.py): send all of ``t``'s pending deltas early."""
+        du = np.flatnonzero(t.log.dirty).astype(np.int64)
+        if du.size:
+            t.stats.spilled_units += self.send_early(t, du, clock)
 
     def retry(self) -> None:
         """Send held deltas (and pending tags) to owners whose mailbox was full."""
@@ -201,14 +216,14 @@ class Mailboxes:
         try:
             for t, du in work:
                 if not t.logcap:
-                    K.apply_own(t.shard, t.cache.u, t.cache.slot_of, t.log.u, du, P)
+                    K.apply_own(t.shard, t.cache.u, t.cache.slot_of, t.log.u, t.log.slot, du, P)
                     K.note_fresh(t.fresh, du // P, tag, self.me)
-                    t.log.dirty[du] = False
+                    t.log.release(du, False)
                     continue
                 # through chunks, so that the delta log records my own changes too
                 for t_, us, cnt, need in self._plan(t, du, False, t.logcap // 2):
-                    buf, units, payload = self._encode(t, us, cnt, t.log.u, 0, -1 - tag, need)
-                    t.log.dirty[us] = False
+                    buf, units, payload = self._encode(t, us, cnt, False, 0, -1 - tag, need)
+                    t.log.release(us, False)
                     apply_chunk(t.shard, units // P, payload)
                     K.note_fresh(t.fresh, units // P, tag, self.me)
                     self._log_append(t, buf, need)
@@ -223,16 +238,16 @@ class Mailboxes:
         ``[(t, units, counts or None (dense), chunk bytes), ...]``. Sparse units
         and all-zero units (dropped) only if ``self.sparse``."""
         log = t.log
-        src = log.held_u if held else log.u
+        src, ss = (log.hu, log.hslot) if held else (log.u, log.slot)
         ub, isz, ci = t.lay.unit_bytes, t.dtype.itemsize, t.col_dtype.itemsize
         out = []
         dense = du
         if self.sparse and du.size:
             cnt = np.empty(du.size, dtype=np.int32)
-            K.count_nnz(src, du, cnt)
+            K.count_nnz(src, ss, du, cnt)
             zero = cnt == 0
             if zero.any():
-                (log.hdirty if held else log.dirty)[du[zero]] = False
+                log.release(du[zero], held)
             sp = ~zero & (12 + cnt.astype(np.int64) * (ci + isz) <= SPARSE_RATIO * (8 + ub))
             dense = du[~zero & ~sp]
             if sp.any():
@@ -249,9 +264,11 @@ class Mailboxes:
             out.append((t, us, None, chunk_bytes(us.size, None, t)))
         return out
 
-    def _encode(self, t, du: np.ndarray, cnt, src: np.ndarray, seq: int, tag: int, need: int):
-        """Pack units ``du``'s deltas from ``src`` (oplog or held) into a new chunk
-        (folding them into the cache, clearing them from ``src``): ``(buf, units, payload)``."""
+    def _encode(self, t, du: np.ndarray, cnt, held: bool, seq: int, tag: int, need: int):
+        """Pack units ``du``'s deltas from the oplog (held ones if ``held``) into a new chunk
+        (folding them into the cache, clearing them from the oplog): ``(buf, units, payload)``."""
+        log = t.log
+        src, ss = (log.hu, log.hslot) if held else (log.u, log.slot)
         buf = np.zeros(need, dtype=np.uint8)
         nu = du.size
         nnz = -1 if cnt is None else int(cnt.sum())
@@ -260,9 +277,9 @@ class Mailboxes:
         units, payload = decode(buf, 0, t)
         units[:] = du
         if cnt is None:
-            K.pack_units(src, t.cache.u, t.cache.slot_of, du, payload)
+            K.pack_units(src, ss, t.cache.u, t.cache.slot_of, du, payload)
         else:
-            K.pack_sparse(src, t.cache.u, t.cache.slot_of, du, *payload)
+            K.pack_sparse(src, ss, t.cache.u, t.cache.slot_of, du, *payload)
             t.stats.sent_sparse_units += nu
         return buf, units, payload
 
@@ -333,8 +350,8 @@ class Mailboxes:
                     self.inflight[o].append((seq, None, None, None, buf))
                 else:
                     log = t.log
-                    buf, units, payload = self._encode(t, du, cnt, log.held_u if held else log.u, seq, ftag, need)
-                    (log.hdirty if held else log.dirty)[du] = False
+                    buf, units, payload = self._encode(t, du, cnt, held, seq, ftag, need)
+                    log.release(du, held)
                     t.stats.sent_units += du.size
                     t.stats.sent_bytes += need - CHUNK_HDR
                     self.inflight[o].append((seq, t.tid, units, payload, buf))

@@ -21,11 +21,13 @@ worker's chunks the owner has not applied (they were folded in when sent).
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from . import kernels as K
 from .layout import by_owner
-from .mailbox import _SKIP, decode
+from .mailbox import _SKIP, MANAGED_INTERVAL, decode
 from .sync import Backoff
 from .window import CHUNK_HDR
 
@@ -57,6 +59,7 @@ class Cache:
         self.ever = np.zeros(lay.n_units, dtype=bool)  # fetched at least once (for essp refresh)
         self.base = np.full(lay.n_units, -1, dtype=np.int64)  # owner's delta-log head at fetch (-1: none)
         self.ofresh = np.zeros(lay.n_units, dtype=np.int64)  # newest data tag of other origins in the copy
+        self.pulled: np.ndarray | None = None  # managed tables: pull round of each unit's last fetch
 
     def invalidate(self, drop_base: bool = False) -> None:
         """Every unit must be fetched again before its next read; ``drop_base``: the
@@ -70,7 +73,7 @@ class Cache:
         """Bytes this cache holds: the copies and the per-unit bookkeeping."""
         meta = (self.fetch_tag, self.fetch_clock, self.ever, self.base, self.ofresh, self.slot_of, self.unit_of,
                 self.last)
-        return self.u.nbytes + sum(m.nbytes for m in meta)
+        return self.u.nbytes + sum(m.nbytes for m in meta) + (0 if self.pulled is None else self.pulled.nbytes)
 
     def hold(self, units: np.ndarray, what: str) -> None:
         """Bounded: give every one of ``units`` (unique) a row, evicting the least recently
@@ -135,6 +138,8 @@ class Reader:
         else:
             required = clock - t.s
             need = units[cache.fetch_tag[units] < required]
+        if cache.pulled is not None and self.P > 1:
+            need = np.concatenate((need, self._managed_pull(t, units, need)))
         cached = need.size == 0
         if not cached:
             self.fetch(t, np.unique(need), required, clock)
@@ -156,6 +161,34 @@ class Reader:
         v = out.view()
         v.flags.writeable = False
         return v
+
+    def _managed_pull(self, t, units: np.ndarray, need: np.ndarray) -> np.ndarray:
+        """Managed communication, reader side: units of this read whose copy is older than the
+        table's current pull round (a new round starts at most every ``MANAGED_INTERVAL``) and
+        that the bound does not make us fetch anyway, refreshed as the pull budget (the table's
+        ``managed_bytes`` per second, up to one second's worth, whole-unit bytes counted) allows,
+        my own units free. Their owners already guarantee the bound, so fetching them never
+        waits: they only pick up what others sent since (managed sends, later clocks)."""
+        now = time.perf_counter()
+        rate = t.spec.managed_bytes
+        if now - t.mp_last >= MANAGED_INTERVAL:
+            t.mp_credit = min(t.mp_credit + rate * (now - t.mp_last), float(rate))
+            t.mp_last = now
+            t.mp_round += 1
+        cache = t.cache
+        cand = units[cache.pulled[units] < t.mp_round]
+        if need.size and cand.size:
+            cand = cand[~np.isin(cand, need)]
+        if not cand.size:
+            return cand
+        cand = np.unique(cand)
+        mine = cand % self.P == self.me
+        per = t.lay.unit_bytes + 24.0
+        remote = cand[~mine][: int(max(t.mp_credit, 0.0) // per)]
+        t.mp_credit -= remote.size * per
+        cache.pulled[cand[mine]] = t.mp_round  # refreshed below (free), or not worth a look this round
+        t.stats.pulled_units += remote.size
+        return np.concatenate((cand[mine], remote))
 
     def refresh_essp(self, tables, clock: int) -> None:
         """essp: after a clock, re-fetch every cached unit without waiting."""
@@ -183,6 +216,8 @@ class Reader:
                 mt = self._fetch_remote(t, o, us, required, back)
             cache.fetch_tag[us] = mt
             cache.fetch_clock[us] = clock
+            if cache.pulled is not None:
+                cache.pulled[us] = t.mp_round
             cache.ever[us] = True
             t.stats.fetch_units += us.size
 

@@ -120,6 +120,9 @@ class ParameterServer:
         for t in self._tables:
             if t.spec.managed_bytes is not None and t.consistency == "bsp":
                 raise UsageError(f"table {t.name!r}: managed_bytes needs ssp, essp or asp (bsp sends only at the gate)")
+            if t.spec.oplog_mb is not None and t.consistency == "bsp":
+                raise UsageError(f"table {t.name!r}: oplog_mb needs ssp, essp or asp (a full oplog is sent early, "
+                                 "which bsp does not allow)")
         self._managed = any(t.spec.managed_bytes is not None for t in self._tables) and self.P > 1
         self.consistency, self.staleness = consistency, int(staleness)
         self.snapshot_every, self.snapshot_dir = int(snapshot_every), snapshot_dir
@@ -134,6 +137,9 @@ class ParameterServer:
         self._mail = Mailboxes(self._win, self._tables, self._g, self.sparse)
         self._sync = Sync(self._win, self._mail, self._g, bsp=any(t.consistency == "bsp" for t in self._tables))
         self._reader = Reader(self._win, self._mail, self._sync, self._g)
+        for t in self._tables:
+            if t.log.bounded:
+                t.log.spill = lambda t=t: self._mail.spill(t, self._clock)
         self._clock = 0
         self._closed = False
         self._t0 = time.perf_counter()

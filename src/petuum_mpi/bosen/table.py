@@ -23,13 +23,16 @@ class TableState:
         # column index of a sparse entry within its unit (mailbox.py)
         self.col_dtype = np.dtype(np.uint16) if lay.bw < 2**16 else np.dtype(np.int32)
         self.cache = Cache(lay, None if spec.cache_mb is None else spec.cache_mb * 2**20)
-        self.log = Oplog(lay)
+        self.log = Oplog(lay, None if spec.oplog_mb is None else spec.oplog_mb * 2**20)
         self.nslots = lay.n_slots(me)
         self.offset = 0  # byte offset of the shard in the window
         self.log0, self.logcap = 0, 0  # the delta log in the window (set by the window)
         self.shard: np.ndarray | None = None
         self.stats = TableStats()
         self.mg_credit, self.mg_last = 0.0, 0.0  # managed communication: bytes allowed, last round (mailbox.py)
+        self.mp_credit, self.mp_last, self.mp_round = 0.0, 0.0, 0  # its pulls: budget, last round, round (reads.py)
+        if spec.managed_bytes is not None:
+            self.cache.pulled = np.full(lay.n_units, -1, dtype=np.int64)
 
     def init_shard(self, me: int, P: int) -> None:
         """Fill my shard from ``spec.init`` (padding columns of wide rows stay 0)."""

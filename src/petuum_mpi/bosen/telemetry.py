@@ -31,7 +31,8 @@ def rank_stats(rank: int, clock: int, elapsed: float, g: dict, tables) -> dict:
     """``stats()`` of one rank: the counters ``g`` and every table's."""
     out = {"rank": rank, "clock": clock, "elapsed_s": elapsed, **g}
     out["per_clock"] = per_clock(g, clock, elapsed)
-    out["tables"] = {t.name: {**t.stats.as_dict(elapsed, clock), "cache_evictions": t.cache.evictions} for t in tables}
+    out["tables"] = {t.name: {**t.stats.as_dict(elapsed, clock), "cache_evictions": t.cache.evictions,
+                                "oplog_grows": t.log.grows} for t in tables}
     return out
 
 
@@ -40,8 +41,7 @@ def memory(tables, window_bytes: int) -> dict:
     of which ``shards`` are its part of the tables; ``caches`` (fetched copies and their
     bookkeeping) and ``oplogs`` (unsent and held deltas); ``total`` = window + caches + oplogs."""
     caches = sum(t.cache.nbytes() for t in tables)
-    oplogs = sum(t.log.a.nbytes + t.log.dirty.nbytes * 2 + (0 if t.log.held is None else t.log.held.nbytes)
-                 for t in tables)
+    oplogs = sum(t.log.nbytes() for t in tables)
     shards = sum(t.shard.nbytes for t in tables if t.shard is not None)
     return {"window": window_bytes, "shards": shards, "caches": caches, "oplogs": oplogs,
             "total": window_bytes + caches + oplogs}
@@ -102,6 +102,8 @@ class TableStats:
         self.obs_hist = np.zeros(OBS_BINS, dtype=np.int64)
         self.managed_units = 0
         self.managed_bytes = 0
+        self.spilled_units = 0
+        self.pulled_units = 0
 
     def observed(self, st: int) -> None:
         """A read whose copy's newest data of other workers is ``st`` clocks older than
@@ -138,6 +140,8 @@ class TableStats:
             "observed_hist": self.obs_hist.tolist(),
             "managed_units": self.managed_units,
             "managed_bytes": self.managed_bytes,
+            "spilled_units": self.spilled_units,
+            "pulled_units": self.pulled_units,
             "reads": self.reads,
             "cached_reads": self.cached_reads,
             "staleness_mean": mean,
@@ -165,7 +169,8 @@ def merge(dicts: list[dict]) -> dict:
     reads = sum(d["reads"] for d in dicts)
     for k in ("reads", "cached_reads", "fetch_units", "fetch_msgs", "fetch_bytes", "incs", "sent_units", "sent_bytes",
               "sent_sparse_units", "fetch_log_bytes", "fetch_log_units", "observed_count", "managed_units",
-              "managed_bytes", "cache_evictions"):
+              "managed_bytes", "cache_evictions", "spilled_units", "oplog_grows",
+              "pulled_units"):
         out[k] = sum(d[k] for d in dicts)
     if reads:
         mean = sum(d["staleness_mean"] * d["reads"] for d in dicts) / reads
