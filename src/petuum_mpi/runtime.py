@@ -110,6 +110,37 @@ def allreduce_sum(x, comm=None, *, out=None):
     return out
 
 
+def allreduce_max(x: float, comm=None) -> float:
+    """The largest of every rank's float ``x`` (no MPI call at one rank)."""
+    comm = get_comm(comm)
+    if comm.size == 1:
+        return float(x)
+    from mpi4py import MPI
+
+    return float(comm.allreduce(float(x), op=MPI.MAX))
+
+
+def allgather_obj(x, comm=None) -> list:
+    """Every rank's (small, picklable) ``x``, in rank order."""
+    comm = get_comm(comm)
+    return [x] if comm.size == 1 else comm.allgather(x)
+
+
+def allgatherv(x, counts, comm=None) -> np.ndarray:
+    """The concatenation, in rank order, of every rank's 1-d array ``x`` (rank k's holds
+    ``counts[k]`` entries, the same ``counts`` on every rank). Collective."""
+    comm = get_comm(comm)
+    x = np.ascontiguousarray(x)
+    if comm.size == 1:
+        return x.copy()
+    from mpi4py import MPI
+
+    out = np.empty(int(sum(counts)), dtype=x.dtype)
+    displs = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    comm.Allgatherv(x, [out, list(counts), list(displs), MPI._typedict[x.dtype.char]])
+    return out
+
+
 def _in_place():
     from mpi4py import MPI
 

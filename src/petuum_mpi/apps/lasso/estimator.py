@@ -31,7 +31,7 @@ from ...drivers import ModelParallelEstimator, Run
 from ...errors import ConfigError, DataError, UsageError, convergence_warning
 from ...estimator import InputError, Param, local_rows
 from ...linear.rows import as_columns
-from ...runtime import allreduce_sum, get_comm, one_blas_thread, warm_once
+from ...runtime import allgather_obj, allgatherv, allreduce_max, allreduce_sum, get_comm, one_blas_thread, warm_once
 from ...strads.glm import ENGINE_PARAMS, make_sweeper, regression_targets, require_fitted
 from . import kernels as K
 
@@ -209,12 +209,7 @@ class EnetProblem:
 
     def _allgatherv(self, x, counts):
         """Concatenation over the ranks (in rank order) of every rank's 1-d ``x``. Collective."""
-        from mpi4py import MPI
-
-        out = np.empty(int(sum(counts)), dtype=x.dtype)
-        displs = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        self.comm.Allgatherv(np.ascontiguousarray(x), [out, list(counts), list(displs), MPI._typedict[x.dtype.char]])
-        return out
+        return allgatherv(x, counts, self.comm)
 
     def _gather_new(self, new):
         """``X[:, new]`` with every row (rows in rank order = global order), on every rank. Collective."""
@@ -223,7 +218,7 @@ class EnetProblem:
         if self.sparse:
             loc = sp.csc_matrix((self.data, self.indices, self.indptr), shape=(self.n_local, self.p))[:, new]
             cnt = np.diff(loc.indptr).astype(np.int64)
-            nnz = self.comm.allgather(int(loc.nnz))
+            nnz = allgather_obj(int(loc.nnz), self.comm)
             cnts = self._allgatherv(cnt, [m] * len(nnz)).reshape(len(nnz), m)
             ind = self._allgatherv(loc.indices.astype(np.int32), nnz)
             dat = self._allgatherv(loc.data, nnz)
@@ -248,7 +243,7 @@ class EnetProblem:
         the cache ``g``, the coefficients of its columns, the whole residual and its sum. Collective."""
         comm = self.comm
         if self._gath is None:
-            counts = comm.allgather(self.n_local)
+            counts = allgather_obj(self.n_local, comm)
             self._gath = {"counts": counts, "row0": int(sum(counts[: comm.rank])), "pos": np.full(self.p, -1, np.int64),
                           "idx": np.empty(0, np.int64), "X": None, "cols": None,
                           "y": self._allgatherv(self.y, counts)}
@@ -305,8 +300,6 @@ class EnetProblem:
         the objective never rises). Anderson extrapolation every ``anderson`` sweeps as ``ws_cd``
         (one more Allreduce of the residual change); the gap over ``W`` every ``anderson`` sweeps (an
         Allreduce of one max). Returns ``(sweeps, gap, primal, rsum, extrapolations)``. Collective."""
-        from mpi4py import MPI
-
         t0 = time.perf_counter()
         g, wg, rg, rsum = self._gathered(W)
         t1 = time.perf_counter()
@@ -360,7 +353,7 @@ class EnetProblem:
                             wg[Wl] = w_old
             if sweeps % every == 0 or sweeps >= max_sweeps:
                 K.partial(cols, mine, rg, rsum, mu, out)
-                dn = comm.allreduce(float(np.abs(out - b * wg[mine]).max(initial=0.0)), op=MPI.MAX)
+                dn = allreduce_max(np.abs(out - b * wg[mine]).max(initial=0.0), comm)
                 gap, primal = K.gap_from(wg, mu, rg, rsum, y, dn, n, a, b)
                 if gap <= target:
                     break
