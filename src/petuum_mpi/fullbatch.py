@@ -241,9 +241,12 @@ def _newton_cg(ev, x, tol, max_iter, memory, callback, max_cg=250, eps_cg=0.5, c
             s = -g / M
             gs = _dot(g, s)
         a = 1.0  # Armijo backtracking (LIBLINEAR: c1 = 0.01, halving, 20 trials); a = 1 nearly always holds
+        tiny = abs(gs) <= _FTOL * max(abs(f), 1.0)  # a decrease below F's rounding: F cannot judge the step
         for _ in range(max_ls):
             f_new, g_new = ev.fg(x + a * s)
             if f_new - f <= c1 * a * gs:
+                break
+            if tiny and np.abs(g_new).max() < gmax:  # ... then the gradient does (a smaller one: closer)
                 break
             a *= 0.5
         else:
