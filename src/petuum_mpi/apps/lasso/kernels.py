@@ -301,21 +301,13 @@ def _coef_sums(w, mu):
 @numba.njit(cache=True)
 def _local_gap(cols, W, w, r, rsum, mu, y, n, a, b):
     """(gap, primal) of the problem restricted to ``W`` (``EnetProblem.gap(W)``'s figures, local data)."""
-    c, l1, w2 = _coef_sums(w, mu)
-    if b == 0.0:
-        w2 = 0.0
-    rr = 0.0
-    ry = 0.0
-    for i in range(r.shape[0]):
-        rr += r[i] * r[i]
-        ry += r[i] * y[i]
     dn = 0.0
     for k in range(W.shape[0]):
         j = W[k]
         xa = abs(row_dot(cols, j, r) - mu[j] * rsum - b * w[j])
         if xa > dn:
             dn = xa
-    return duality_gap(rr, rsum, ry, c, l1, w2, dn, n, a, b)
+    return gap_from(w, mu, r, rsum, y, dn, n, a, b)
 
 
 @numba.njit(cache=True)
