@@ -299,3 +299,21 @@ def test_model_on_a_full_disk_through_the_cli(tmp_path, n):
     assert f"{mnt}/t/model.h5: cannot write: no space left on device" in errors[0], p.stderr
     assert "Traceback" not in p.stderr
     assert ".tmp" not in p.stdout  # ls -aR of the tmpfs
+
+
+@pytest.mark.mpi
+def test_snapshot_of_other_tables_names_what_it_holds(comm, shared_tmp):
+    # a snapshot of another model (or an older version's tables: MF's c and g became one cg table)
+    # is one line naming the missing table and what the snapshot holds, on every rank
+    d = os.path.join(shared_tmp, "other")
+    with _ps(comm, d) as ps:
+        _clocks(ps, 1)
+    comm.Barrier()
+    ps = ParameterServer([TableSpec("w", 4, 6), TableSpec("cg", 1, 2)], comm, consistency="bsp",
+                         snapshot_every=1, snapshot_dir=d)
+    with ps:
+        with pytest.raises(DataError) as e:
+            ps.resume()
+    msg = str(e.value)
+    assert "no table 'cg' in the snapshot (it holds n, w)" in msg and "\n" not in msg, msg
+    assert e.value.collective

@@ -310,7 +310,11 @@ def read_snapshot(ps, path: str | None):
     for t in shards:
         lay = t.layout
         m = man["tables"].get(t.name)
-        if m is None or (m["rows"], m["cols"], m["dtype"]) != (lay.rows, lay.cols, str(lay.dtype)):
+        if m is None:
+            raise collective(DataError(f"{d}: no table {t.name!r} in the snapshot (it holds "
+                                       f"{', '.join(sorted(man['tables'])) or 'none'}): written by another "
+                                       "model or version"))
+        if (m["rows"], m["cols"], m["dtype"]) != (lay.rows, lay.cols, str(lay.dtype)):
             raise collective(DataError(f"{d}: table {t.name!r} in the snapshot is {m}, expected "
                                        f"rows={lay.rows} cols={lay.cols} dtype={lay.dtype}"))
     state = None
